@@ -1,0 +1,92 @@
+"""`textvae data ...`: prepare benchmark datasets (download or local copy, verify, split)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from textvae.data.prepare import available_datasets, describe_datasets, prepare_dataset
+from textvae.errors import TextVAEError
+
+_NAMES = ", ".join(available_datasets())
+
+app = typer.Typer(
+    help=(
+        "Prepare benchmark datasets into DIR/{train,valid,test}.txt (+ vocab.txt) with a manifest.json "
+        f"of sha256 hashes. Datasets: {_NAMES}."
+    ),
+    no_args_is_help=True,
+)
+
+
+def summary_table(out_dir: Path) -> Table:
+    """Files, lines and tokens per line of a prepared dataset, from its manifest."""
+    manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+    table = Table(title=f"{manifest['dataset']} -> {out_dir}")
+    for column, justify in (("file", "left"), ("lines", "right"), ("tokens/line", "right"), ("from", "left")):
+        table.add_column(column, justify=justify)
+    for name, record in manifest["outputs"].items():
+        per_line = record["tokens"] / record["lines"] if record["lines"] else 0.0
+        table.add_row(name, f"{record['lines']:,}", f"{per_line:.2f}", record["from"])
+    return table
+
+
+@app.command("prepare")
+def prepare(
+    name: str = typer.Argument(..., help=f"Dataset: {_NAMES}.", metavar="NAME"),
+    source: Path | None = typer.Option(
+        None,
+        "--from",
+        help="Use a local copy instead of downloading: a folder with the release's files "
+        "(plain or .gz, e.g. ../shared/data/yahoo) or the downloaded archive itself.",
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder [default: data/NAME]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty output folder."),
+) -> None:
+    """Download (or copy from --from), verify sha256s and write train/valid/test.txt + manifest.json.
+
+    yahoo, yelp, synthetic: He et al. 2019's release; ptb: Mikolov's simple-examples; yahoo-mini:
+    9k/1k of yahoo.valid + the real yahoo.test (works without the Yahoo train split);
+    synthetic-generated: textvae's own generator, no download.
+    """
+    from textvae.cli.app import setup_logging
+
+    setup_logging()
+    out_dir = prepare_dataset(name, out or Path("data") / name, source=source, overwrite=overwrite)
+    Console().print(summary_table(out_dir))
+
+
+@app.command("list")
+def list_datasets() -> None:
+    """List the datasets `prepare` knows."""
+    table = Table("name", "description")
+    for name, description in describe_datasets().items():
+        table.add_row(name, description)
+    Console().print(table)
+
+
+def run_script(*names: str, argv: list[str] | None = None) -> int:
+    """Entry point of data_scripts/prepare_*.py: argparse over prepare_dataset for `names` (first = default)."""
+    parser = argparse.ArgumentParser(description=f"Prepare {' or '.join(names)} (see data_scripts/README.md).")
+    dataset_help = "which dataset" if len(names) > 1 else argparse.SUPPRESS
+    parser.add_argument("--dataset", choices=names, default=names[0], help=dataset_help)
+    parser.add_argument("--from", dest="source", type=Path, help="local folder or archive instead of downloading")
+    parser.add_argument("--out", type=Path, help="output folder (default data/NAME)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    args = parser.parse_args(argv)
+    from textvae.cli.app import setup_logging
+
+    setup_logging()
+    try:
+        out_dir = prepare_dataset(args.dataset, args.out or Path("data") / args.dataset, args.source, args.overwrite)
+    except TextVAEError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    Console().print(summary_table(out_dir))
+    return 0

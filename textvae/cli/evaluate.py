@@ -1,0 +1,66 @@
+"""`textvae eval RUN_DIR`: the standard protocol, a table, and RUN_DIR/eval.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from textvae.cli.app import quiet_libraries, setup_logging
+
+TABLE_KEYS = ("iw_nll", "elbo_nll", "rec", "kl", "iw_ppl", "ppl", "mi", "au")
+
+
+def metrics_table(rows: dict[str, dict], title: str = "") -> Table:
+    """One row per run: IW-NLL, ELBO-NLL, KL, PPL, MI, AU."""
+    table = Table(title=title)
+    table.add_column("run")
+    for key in TABLE_KEYS:
+        table.add_column(key, justify="right")
+    for name, m in rows.items():
+        table.add_row(name, *(_fmt(m.get(key)) for key in TABLE_KEYS))
+    return table
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:.2f}"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run directory made by `textvae train`."),
+    split: str = typer.Option("test", "--split", help="valid or test."),
+    iw_samples: int | None = typer.Option(None, "--iw-samples", "-k", help="Importance samples (recipe default 500)."),
+    limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N documents of the split."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    output: Path | None = typer.Option(None, "--output", help="Where to write the JSON (default RUN_DIR/eval.json)."),
+) -> None:
+    """Evaluate a trained run at β = 1: IW-NLL (k samples), ELBO-NLL, PPL of each, KL, MI, AU.
+
+    `elbo_nll` is reconstruction + KL (one posterior sample); `iw_nll` is the importance-weighted
+    bound with k samples (tighter, the number papers report as NLL). PPL = exp(total NLL /
+    predicted tokens), counting </s> and not <s>. Writes RUN_DIR/eval.json.
+    """
+    setup_logging()
+    quiet_libraries()
+    from textvae.api import evaluate_run, load_run
+    from textvae.errors import TextVAEError
+
+    if split not in ("valid", "test"):
+        raise TextVAEError(f"--split {split!r}: expected valid or test")
+    if iw_samples is not None and iw_samples < 1:
+        raise TextVAEError("--iw-samples: must be at least 1")
+    run = load_run(run_dir, device)
+    metrics = evaluate_run(run, split, iw_samples, limit)
+    Console().print(metrics_table({run_dir.name: metrics}, title=f"{run_dir} · {split} · k={metrics['iw_samples']}"))
+    write_json_atomic(output or run_dir / "eval.json", metrics)

@@ -1,0 +1,240 @@
+"""Recipes: pydantic models of a training recipe, YAML loading with `base:` inheritance, dotted overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from textvae.errors import TextVAEError
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TokenizerConfig(Section):
+    type: Literal["word", "sentencepiece"] = "word"
+    vocab_file: str | None = None  # word level: one token per line (e.g. Yahoo's vocab.txt)
+    vocab_size: int | None = Field(None, gt=4)
+    min_frequency: int = Field(1, ge=1)
+    lowercase: bool = False
+    character_coverage: float = Field(1.0, gt=0, le=1)  # sentencepiece
+    model_type: Literal["unigram", "bpe"] = "unigram"  # sentencepiece
+
+
+class DataConfig(Section):
+    train: str
+    valid: str
+    test: str | None = None
+    format: Literal["text", "labeled"] = "text"  # labeled: `label<TAB>text`
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    max_length: int | None = Field(None, gt=0)  # in tokens, without <s> and </s>
+    overlong: Literal["truncate", "drop"] = "truncate"
+    batch_size: int = Field(32, gt=0)
+    eval_batch_size: int = Field(64, gt=0)
+    bucket: bool = True  # length-bucketed batches
+    cache_dir: str | None = None
+    limit_train: int | None = Field(None, gt=0)  # first N training documents (quick experiments)
+
+
+class ModelConfig(Section):
+    type: Literal["lstm_vae", "lstm_lm"] = "lstm_vae"
+    latent_dim: int = Field(32, gt=0)
+    embed_dim: int = Field(512, gt=0)
+    hidden_dim: int = Field(1024, gt=0)
+    enc_embed_dim: int | None = Field(None, gt=0)  # defaults to embed_dim
+    enc_hidden_dim: int | None = Field(None, gt=0)  # defaults to hidden_dim
+    dropout_in: float = Field(0.5, ge=0, lt=1)
+    dropout_out: float = Field(0.5, ge=0, lt=1)
+    init_scale: float = Field(0.01, gt=0)
+    embed_init_scale: float = Field(0.1, gt=0)
+    prior: Literal["standard_normal"] = "standard_normal"
+
+
+class ScheduleConfig(Section):
+    """KL weight as a function of training progress (epochs are converted to steps per iteration)."""
+
+    type: Literal["constant", "linear", "cyclical"] = "constant"
+    value: float = Field(1.0, ge=0)  # constant
+    start: float = Field(0.1, ge=0)  # linear / cyclical
+    end: float = Field(1.0, ge=0)
+    warmup_epochs: float = Field(10.0, gt=0)  # linear
+    cycles: int = Field(4, gt=0)  # cyclical (Fu et al. 2019)
+    ratio: float = Field(0.5, gt=0, le=1)  # cyclical: fraction of a cycle spent increasing
+    cycle_epochs: float | None = Field(None, gt=0)  # cyclical: defaults to train.epochs / cycles
+
+
+class ObjectiveConfig(Section):
+    type: Literal["elbo"] = "elbo"
+    beta: float = Field(1.0, ge=0)  # multiplies the scheduled KL weight
+    kl_schedule: ScheduleConfig = ScheduleConfig()
+    free_bits: float | None = Field(None, ge=0)  # per-dimension KL target (nats), Kingma et al. 2016
+
+
+class UpdateConfig(Section):
+    type: Literal["joint"] = "joint"
+
+
+class OptimConfig(Section):
+    type: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(1.0, gt=0)
+    momentum: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    clip: float | None = Field(5.0, gt=0)
+
+
+class LRDecayConfig(Section):
+    """He et al.'s decay on plateau: restore the best model, multiply the lr, stop after `max_decays`."""
+
+    enabled: bool = True
+    factor: float = Field(0.5, gt=0, lt=1)
+    patience: int = Field(2, ge=1)  # epochs without validation improvement
+    start_epoch: int = Field(15, ge=0)  # no decay before this epoch
+    max_decays: int = Field(5, ge=1)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(100, gt=0)
+    seed: int = 783435
+    device: str = "cpu"
+    log_every: int = Field(100, gt=0)  # steps between metrics.jsonl lines
+    lr_decay: LRDecayConfig = LRDecayConfig()
+    val_latent_metrics: bool = True  # MI and AU on the validation set each epoch
+    max_steps: int | None = Field(None, gt=0)  # stop early (smoke tests)
+
+
+class EvalConfig(Section):
+    split: Literal["valid", "test"] = "test"
+    iw_samples: int = Field(500, gt=0)
+    iw_chunk: int = Field(500, gt=0)  # samples per decoder pass (memory budget)
+    mi_batch_size: int = Field(500, gt=0)
+    au_threshold: float = Field(0.01, gt=0)
+    limit: int | None = Field(None, gt=0)  # evaluate the first N documents only
+    seed: int = 0
+
+
+class Recipe(Section):
+    name: str = "run"
+    description: str = ""
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    update: UpdateConfig = UpdateConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _lm_has_no_latent_objective(self) -> Recipe:
+        if self.model.type == "lstm_lm" and self.objective.free_bits is not None:
+            raise ValueError("objective.free_bits has no meaning for a language model (model.type: lstm_lm)")
+        return self
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise TextVAEError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise TextVAEError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise TextVAEError(f"{path}:{where}: invalid YAML: {problem}") from err
+    if data is None:
+        raise TextVAEError(f"{path}: recipe file is empty")
+    if not isinstance(data, dict):
+        raise TextVAEError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_recipe_dict(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a recipe file, resolving `base:` (a path relative to the file) by deep merge."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise TextVAEError(f"{path}: `base:` chain loops back to itself")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise TextVAEError(f"{path}: key 'base' must be a path string")
+    parent = load_recipe_dict(path.parent / base, (*_seen, path.resolve()))
+    return _deep_merge(parent, data)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise TextVAEError(f"--set {item!r}: expected section.key=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise TextVAEError(f"--set {item!r}: empty key")
+    return parts, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` overrides (values parsed as YAML scalars)."""
+    data = dict(data)
+    for item in overrides:
+        parts, value = _parse_override(item)
+        data = _deep_merge(data, _nest(parts, value))
+    return data
+
+
+def _nest(parts: list[str], value: Any) -> dict[str, Any]:
+    out: Any = value
+    for part in reversed(parts):
+        out = {part: out}
+    return out
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "missing":
+        message = "required key is missing"
+    else:
+        message = first["msg"]
+        if "input" in first and not isinstance(first["input"], dict):
+            message += f" (got {first['input']!r})"
+    more = len(err.errors()) - 1
+    suffix = f" (and {more} more error{'s' * (more > 1)})" if more else ""
+    return f"{source}: key '{key}': {message}{suffix}"
+
+
+def build_recipe(data: dict[str, Any], source: str) -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise TextVAEError(_format_validation_error(source, err)) from err
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load a recipe YAML, apply `--set` overrides, validate. Errors name the file and the key."""
+    data = apply_overrides(load_recipe_dict(Path(path)), overrides or [])
+    return build_recipe(data, str(path))
+
+
+def save_recipe(recipe: Recipe, path: Path) -> None:
+    path.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,38 @@
+"""The standard evaluation protocol (He et al. 2019), always at β = 1."""
+
+from __future__ import annotations
+
+from textvae.config import EvalConfig
+from textvae.data.batching import TokenizedSplit, make_loader
+from textvae.evaluation.latent import active_units, kl_per_dim, mutual_information
+from textvae.evaluation.likelihood import elbo_nll, iw_nll
+
+
+def latent_metrics(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig) -> dict:
+    """KL per dimension, MI (batches of `cfg.mi_batch_size` in file order) and AU of a split."""
+    if not model.has_latent:
+        return {"mi": 0.0, "au": 0, "kl_per_dim": [], "au_variances": [], "mi_batch_size": cfg.mi_batch_size}
+    ordered = make_loader(split, batch_size, shuffle=False)
+    mi_loader = make_loader(split, cfg.mi_batch_size, shuffle=False, bucket=False)
+    au, variances = active_units(model, ordered, cfg.au_threshold)
+    return {
+        "mi": mutual_information(model, mi_loader, seed=cfg.seed),
+        "mi_batch_size": cfg.mi_batch_size,
+        "au": au,
+        "au_threshold": cfg.au_threshold,
+        "au_variances": [round(v, 6) for v in variances.tolist()],
+        "kl_per_dim": [round(v, 6) for v in kl_per_dim(model, ordered).tolist()],
+    }
+
+
+def evaluate(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig, iw: bool = True) -> dict:
+    """elbo_nll, iw_nll, ppl, iw_ppl, kl, mi, au and the counts behind them, as one flat dict."""
+    loader = make_loader(split, batch_size, shuffle=False)
+    metrics = elbo_nll(model, loader, seed=cfg.seed)
+    if iw:
+        metrics.update(iw_nll(model, loader, k=cfg.iw_samples, chunk=cfg.iw_chunk, seed=cfg.seed))
+    metrics.update(latent_metrics(model, split, batch_size, cfg))
+    return metrics
+
+
+__all__ = ["active_units", "elbo_nll", "evaluate", "iw_nll", "kl_per_dim", "latent_metrics", "mutual_information"]

@@ -1,0 +1,138 @@
+"""LatentVariableModel: encoder + decoder + prior as a Hugging Face PreTrainedModel (safetensors on disk)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import PreTrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from textvae.config import ModelConfig
+from textvae.errors import TextVAEError
+from textvae.models.lstm import LSTMDecoder, LSTMEncoder, uniform_init
+from textvae.models.posteriors import DiagonalGaussian
+from textvae.models.priors import PRIORS
+
+
+class LatentVariableConfig(PreTrainedConfig):
+    """Architecture hyper-parameters (the `model:` section of a recipe plus the vocabulary size)."""
+
+    model_type = "textvae"
+
+    def __init__(self, architecture: str = "lstm_vae", vocab_size: int = 4, **kwargs) -> None:
+        spec = ModelConfig.model_fields
+        own = {k: kwargs.pop(k, field.default) for k, field in spec.items() if k != "type"}
+        super().__init__(**kwargs)
+        self.architecture = architecture
+        self.vocab_size = vocab_size
+        for key, value in own.items():
+            setattr(self, key, value)
+
+    @classmethod
+    def from_recipe(cls, cfg: ModelConfig, vocab_size: int) -> LatentVariableConfig:
+        return cls(architecture=cfg.type, vocab_size=vocab_size, **cfg.model_dump(exclude={"type"}))
+
+
+@dataclass
+class LatentVariableOutput(ModelOutput):
+    """One forward pass: log p(x|z) for n samples, per-dimension KL, the posterior."""
+
+    log_likelihood: torch.Tensor | None = None  # [B, n]
+    kl: torch.Tensor | None = None  # [B, Z]
+    posterior: DiagonalGaussian | None = None
+
+
+Builder = Callable[[LatentVariableConfig], tuple[nn.Module | None, nn.Module]]
+ARCHITECTURES: dict[str, Builder] = {}
+
+
+def architecture(name: str) -> Callable[[Builder], Builder]:
+    """Register a builder of (encoder or None, decoder) under a recipe's `model.type`."""
+
+    def register(fn: Builder) -> Builder:
+        ARCHITECTURES[name] = fn
+        return fn
+
+    return register
+
+
+@architecture("lstm_vae")
+def _lstm_vae(cfg: LatentVariableConfig) -> tuple[nn.Module, nn.Module]:
+    encoder = LSTMEncoder(
+        cfg.vocab_size, cfg.enc_embed_dim or cfg.embed_dim, cfg.enc_hidden_dim or cfg.hidden_dim, cfg.latent_dim
+    )
+    return encoder, _lstm_decoder(cfg, cfg.latent_dim)
+
+
+@architecture("lstm_lm")
+def _lstm_lm(cfg: LatentVariableConfig) -> tuple[None, nn.Module]:
+    return None, _lstm_decoder(cfg, 0)
+
+
+def _lstm_decoder(cfg: LatentVariableConfig, latent_dim: int) -> LSTMDecoder:
+    return LSTMDecoder(cfg.vocab_size, cfg.embed_dim, cfg.hidden_dim, latent_dim, cfg.dropout_in, cfg.dropout_out)
+
+
+class LatentVariableModel(PreTrainedModel):
+    """p(z) p(x|z) with an amortised q(z|x); `encoder is None` for a language model (no latent)."""
+
+    config_class = LatentVariableConfig
+    base_model_prefix = "textvae"
+    main_input_name = "tokens"
+
+    def __init__(self, config: LatentVariableConfig) -> None:
+        super().__init__(config)
+        if config.architecture not in ARCHITECTURES:
+            raise TextVAEError(f"model.type: unknown architecture {config.architecture!r}")
+        self.encoder, self.decoder = ARCHITECTURES[config.architecture](config)
+        self.prior = PRIORS[config.prior](config.latent_dim)
+        uniform_init(self, config.init_scale, config.embed_init_scale)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Weights are initialised in __init__ (He et al.'s uniform init); nothing to do here."""
+
+    @property
+    def has_latent(self) -> bool:
+        return self.encoder is not None
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim if self.has_latent else 0
+
+    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> DiagonalGaussian:
+        if self.encoder is None:
+            raise TypeError("a language model has no encoder")
+        return self.encoder(tokens, lengths)
+
+    def log_likelihood(self, tokens: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """log p(x|z) per example and sample: z [B, n, Z] -> [B, n]."""
+        return self.decoder.log_prob(tokens, z)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, n_samples: int = 1) -> LatentVariableOutput:
+        if not self.has_latent:
+            return LatentVariableOutput(log_likelihood=self.log_likelihood(tokens, None))
+        posterior = self.encode(tokens, lengths)
+        z = posterior.rsample(n_samples)
+        return LatentVariableOutput(
+            log_likelihood=self.log_likelihood(tokens, z), kl=posterior.kl(), posterior=posterior
+        )
+
+
+def build_model(cfg: ModelConfig, vocab_size: int) -> LatentVariableModel:
+    return LatentVariableModel(LatentVariableConfig.from_recipe(cfg, vocab_size))
+
+
+def load_model(directory: Path, device: str = "cpu") -> LatentVariableModel:
+    """Load a saved model (config.json + model.safetensors) from a directory."""
+    if not (directory / "config.json").is_file() or not (directory / "model.safetensors").is_file():
+        raise TextVAEError(f"{directory}: no saved model (config.json and model.safetensors expected)")
+    try:
+        model = LatentVariableModel.from_pretrained(str(directory), use_safetensors=True)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise TextVAEError(f"{directory}: cannot load model ({str(err).splitlines()[0]})") from err
+    return model.to(device).eval()

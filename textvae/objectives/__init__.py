@@ -1,0 +1,15 @@
+"""Training objectives, looked up by the recipe's `objective.type`."""
+
+from __future__ import annotations
+
+from textvae.config import ObjectiveConfig
+from textvae.objectives import elbo  # noqa: F401  (registers "elbo")
+from textvae.objectives.base import OBJECTIVES, ObjectiveOutput
+
+
+def build_objective(cfg: ObjectiveConfig, steps_per_epoch: int, epochs: int):
+    """The objective a recipe names; schedules given in epochs are converted with `steps_per_epoch`."""
+    return OBJECTIVES[cfg.type](cfg, steps_per_epoch, epochs)
+
+
+__all__ = ["ObjectiveOutput", "build_objective"]

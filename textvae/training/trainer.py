@@ -1,0 +1,236 @@
+"""The training loop: epochs of update steps, validation, He et al.'s lr decay, checkpoints, metrics.jsonl."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from textvae.config import Recipe
+from textvae.data.batching import TokenizedSplit, make_loader
+from textvae.data.tokenizers import TextTokenizer
+from textvae.evaluation import latent_metrics
+from textvae.evaluation.likelihood import elbo_nll
+from textvae.objectives import build_objective
+from textvae.training.checkpoint import save_checkpoint
+from textvae.training.updates import UPDATES
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = {
+    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
+    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
+}
+
+
+class TrainerCallback(Protocol):
+    """Progress hooks (the CLI shows a rich progress bar through these)."""
+
+    def on_train_begin(self, total_steps: int, steps_per_epoch: int) -> None: ...
+
+    def on_step(self, step: int, metrics: dict) -> None: ...
+
+    def on_epoch_end(self, epoch: int, metrics: dict) -> None: ...
+
+
+@dataclass
+class TrainerState:
+    """Everything about the loop's progress that is not in the model or optimiser."""
+
+    epoch: int = 0
+    step: int = 0
+    lr: float = 0.0
+    best_val: float = math.inf
+    best_epoch: int = -1
+    not_improved: int = 0
+    decays: int = 0
+    stopped_early: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class MetricsLog:
+    """Appends one JSON object per line to metrics.jsonl (flushed, so a crash loses nothing logged)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class Trainer:
+    """Trains `model` on `train` with the recipe's objective, update rule and optimiser."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        model,
+        tokenizer: TextTokenizer,
+        train: TokenizedSplit,
+        valid: TokenizedSplit,
+        run_dir: Path,
+        callbacks: list[TrainerCallback] | None = None,
+    ) -> None:
+        self.recipe = recipe
+        self.model = model
+        self.tokenizer = tokenizer
+        self.train_split = train
+        self.valid_split = valid
+        self.run_dir = run_dir
+        self.callbacks = callbacks or []
+        self.device = torch.device(recipe.train.device)
+        self.loader = make_loader(train, recipe.data.batch_size, shuffle=True, seed=recipe.train.seed,
+                                  bucket=recipe.data.bucket)
+        self.valid_loader = make_loader(valid, recipe.data.eval_batch_size, shuffle=False)
+        self.steps_per_epoch = len(self.loader)
+        self.objective = build_objective(recipe.objective, self.steps_per_epoch, recipe.train.epochs)
+        self.state = TrainerState(lr=recipe.optim.lr)
+        self.optimizer = self._new_optimizer(recipe.optim.lr)
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl")
+        self._best_weights: dict[str, torch.Tensor] | None = None
+
+    def _new_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = OPTIMIZERS[self.recipe.optim.type](params, self.recipe.optim)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        self.update = UPDATES[self.recipe.update.type](self.model, self.objective, optimizer, self.recipe.optim.clip)
+        return optimizer
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def fit(self) -> TrainerState:
+        cfg = self.recipe.train
+        seed_everything(cfg.seed)
+        self.model.to(self.device)
+        total = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps is not None:
+            total = min(total, cfg.max_steps)
+        for cb in self.callbacks:
+            cb.on_train_begin(total, self.steps_per_epoch)
+        while self.state.epoch < cfg.epochs and not self._out_of_steps():
+            epoch_metrics = self._train_epoch()
+            epoch_metrics.update(self._validate())
+            self.state.epoch += 1
+            self._after_epoch(epoch_metrics)
+            if self.state.stopped_early:
+                break
+        self._finish()
+        return self.state
+
+    def _out_of_steps(self) -> bool:
+        return self.recipe.train.max_steps is not None and self.state.step >= self.recipe.train.max_steps
+
+    def _train_epoch(self) -> dict:
+        self.model.train()
+        self.loader.batch_sampler.set_epoch(self.state.epoch)
+        window = _Accumulator()
+        epoch = _Accumulator()
+        started = time.perf_counter()
+        for batch in self.loader:
+            if self._out_of_steps():
+                break
+            terms = self.update(batch.to(self.device), self.state.step)
+            self.state.step += 1
+            window.add(terms, batch.n_predicted)
+            epoch.add(terms, batch.n_predicted)
+            if self.state.step % self.recipe.train.log_every == 0:
+                record = {"kind": "step", "step": self.state.step, "epoch": self.state.epoch,
+                          **window.summary(), "lr": self.state.lr}
+                record["tokens_per_s"] = window.tokens / max(1e-9, time.perf_counter() - window.started)
+                self.metrics.write(record)
+                window = _Accumulator()
+            for cb in self.callbacks:
+                cb.on_step(self.state.step, {**terms, "n_tokens": batch.n_predicted})
+        seconds = time.perf_counter() - started
+        return {**{f"train_{k}": v for k, v in epoch.summary().items()}, "epoch_seconds": seconds,
+                "train_tokens_per_s": epoch.tokens / max(seconds, 1e-9)}
+
+    def _validate(self) -> dict:
+        metrics = elbo_nll(self.model, self.valid_loader, seed=self.recipe.eval.seed)
+        out = {f"val_{k}": metrics[k] for k in ("elbo_nll", "rec", "kl", "ppl")}
+        if self.recipe.train.val_latent_metrics and self.model.has_latent:
+            latent = latent_metrics(self.model, self.valid_split, self.recipe.data.eval_batch_size, self.recipe.eval)
+            out.update({"val_mi": latent["mi"], "val_au": latent["au"]})
+        return out
+
+    def _after_epoch(self, metrics: dict) -> None:
+        st, decay = self.state, self.recipe.train.lr_decay
+        val = metrics["val_elbo_nll"]
+        improved = val < st.best_val
+        if improved:
+            st.best_val, st.best_epoch, st.not_improved = val, st.epoch, 0
+            self._best_weights = copy.deepcopy(self.model.state_dict())
+            save_checkpoint(self.run_dir / "model", self.model, self.tokenizer)
+        else:
+            st.not_improved += 1
+            if decay.enabled and st.not_improved >= decay.patience and st.epoch >= decay.start_epoch:
+                self._decay_lr()
+        record = {"kind": "epoch", "epoch": st.epoch, "step": st.step, "lr": st.lr, **metrics,
+                  "best_val_elbo_nll": st.best_val, "improved": improved, "lr_decays": st.decays}
+        self.metrics.write(record)
+        save_checkpoint(self.run_dir / "checkpoints" / "last", self.model, self.tokenizer, asdict(st))
+        latent = f" mi {metrics['val_mi']:.3f} au {metrics['val_au']}" if "val_mi" in metrics else ""
+        logger.info("epoch %d: val elbo_nll %.3f ppl %.2f kl %.3f%s%s", st.epoch, val, metrics["val_ppl"],
+                    metrics["val_kl"], latent, " (best)" if improved else "")
+        for cb in self.callbacks:
+            cb.on_epoch_end(st.epoch, record)
+
+    def _decay_lr(self) -> None:
+        """He et al.: restore the best weights, multiply the lr, start a fresh optimiser."""
+        st = self.state
+        if self._best_weights is not None:
+            self.model.load_state_dict(self._best_weights)
+        st.lr *= self.recipe.train.lr_decay.factor
+        st.decays += 1
+        st.not_improved = 0
+        self.optimizer = self._new_optimizer(st.lr)
+        logger.info("lr decay %d: lr %.4g, restored epoch %d", st.decays, st.lr, st.best_epoch)
+        if st.decays >= self.recipe.train.lr_decay.max_decays:
+            st.stopped_early = True
+
+    def _finish(self) -> None:
+        if self._best_weights is not None:
+            self.model.load_state_dict(self._best_weights)
+        (self.run_dir / "trainer_state.json").write_text(json.dumps(asdict(self.state), indent=1))
+
+
+class _Accumulator:
+    """Sums per-batch terms; reports per-document means and a training perplexity."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.tokens = 0
+        self.started = time.perf_counter()
+
+    def add(self, terms: dict[str, float], n_tokens: int) -> None:
+        for key in ("loss", "rec", "kl", "n"):
+            self.sums[key] = self.sums.get(key, 0.0) + terms.get(key, 0.0)
+        self.sums["kl_weight"] = terms.get("kl_weight", 0.0)
+        self.tokens += n_tokens
+
+    def summary(self) -> dict[str, float]:
+        n = max(self.sums.get("n", 0.0), 1.0)
+        nll = self.sums.get("rec", 0.0) + self.sums.get("kl", 0.0)
+        return {
+            "loss": self.sums.get("loss", 0.0) / n,
+            "rec": self.sums.get("rec", 0.0) / n,
+            "kl": self.sums.get("kl", 0.0) / n,
+            "kl_weight": self.sums.get("kl_weight", 0.0),
+            "ppl": math.exp(min(nll / max(self.tokens, 1), 700.0)),
+        }
