@@ -42,12 +42,12 @@ def quiet_libraries() -> None:
 
 
 def _register_commands() -> None:
-    from textvae.cli import evaluate, train
+    from textvae.cli import data, evaluate, quickstart, train
 
     app.command("train")(train.train)
     app.command("eval")(evaluate.evaluate)
-    #app.command("quickstart")(quickstart.quickstart)
-    #app.add_typer(data.app, name="data")
+    app.command("quickstart")(quickstart.quickstart)
+    app.add_typer(data.app, name="data")
 
 
 def main() -> None:

@@ -46,14 +46,15 @@ def prepare(
         help="Use a local copy instead of downloading: a folder with the release's files "
         "(plain or .gz, e.g. ../shared/data/yahoo) or the downloaded archive itself.",
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder [default: data/NAME]."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: data/NAME)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty output folder."),
 ) -> None:
-    """Download (or copy from --from), verify sha256s and write train/valid/test.txt + manifest.json.
+    """Download (or copy from --from), verify sha256s, write train/valid/test.txt + manifest.json.
 
-    yahoo, yelp, synthetic: He et al. 2019's release; ptb: Mikolov's simple-examples; yahoo-mini:
-    9k/1k of yahoo.valid + the real yahoo.test (works without the Yahoo train split);
-    synthetic-generated: textvae's own generator, no download.
+    yahoo, yelp, synthetic: He et al. 2019's release (Google Drive datasets.tar.gz)
+    ptb: Mikolov's simple-examples.tgz
+    yahoo-mini: yahoo.valid as 9k train / 1k valid + the real yahoo.test (no Yahoo train split needed)
+    synthetic-generated: textvae's own He et al.-style generator, no download
     """
     from textvae.cli.app import setup_logging
 

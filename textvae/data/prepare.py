@@ -186,35 +186,34 @@ def whole_splits(stem: str) -> Builder:
     return build
 
 
-register(
+def register_release(name: str, description: str, remote: Remote, extra: tuple[str, ...] = (), **options: Any) -> None:
+    """Register a release whose `name.{train,valid,test}.txt` (+ `extra` inputs) are copied unchanged."""
+    inputs = (*split_files(name), *extra)
+    register(name, description, family=name, inputs=inputs, remote=remote, **options)(whole_splits(name))
+
+
+register_release(
     "yahoo",
     "Yahoo Answers, Yang et al. 2017 split as released by He et al. 2019 (100k/10k/10k + vocab)",
-    family="yahoo",
-    inputs=(*split_files("yahoo"), "vocab.txt"),
-    remote=HE_ET_AL["yahoo"],
+    HE_ET_AL["yahoo"],
+    extra=("vocab.txt",),
     hint="without the 100k train split, `yahoo-mini` needs only yahoo.valid.txt, yahoo.test.txt and vocab.txt",
-)(whole_splits("yahoo"))
-
-register(
+)
+register_release(
     "yelp",
     "Yelp reviews, Yang et al. 2017 split as released by He et al. 2019 (100k/10k/10k, label<TAB>text)",
-    family="yelp",
-    inputs=split_files("yelp"),
+    HE_ET_AL["yelp"],
     optional=("vocab.txt",),
-    remote=HE_ET_AL["yelp"],
     labelled=True,
     notes=("lines are `label<TAB>text` as released; vocab.txt is copied when the source ships one",),
     hint="the files are in He et al.'s datasets.tar.gz, folder yelp_data/",
-)(whole_splits("yelp"))
-
-register(
+)
+register_release(
     "ptb",
     "Penn Treebank, Mikolov's language-modelling version (42k/3.4k/3.8k sentences)",
-    family="ptb",
-    inputs=split_files("ptb"),
-    remote=PTB,
+    PTB,
     hint="the files are in Mikolov's simple-examples.tgz, folder simple-examples/data/",
-)(whole_splits("ptb"))
+)
 
 
 @register(
@@ -385,6 +384,7 @@ def download(remote: Remote) -> Path:
                 )
             shutil.copyfileobj(response, out, 1 << 20)
         tmp.replace(target)
+        logger.info("downloaded %s (%.1f MB)", target, target.stat().st_size / 1e6)
     except (urllib.error.URLError, OSError) as exc:
         raise TextVAEError(
             f"could not download {remote.url}: {exc}; download it by hand and pass --from FILE_OR_FOLDER"
