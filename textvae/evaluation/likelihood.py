@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from textvae.evaluation.common import model_device, seeded
 
-LOGIT_BUDGET = 2**24  # logits held at once (floats) when batching samples x documents
+LOGIT_BUDGET = 2**26  # logits held at once (floats) when batching samples x documents
 
 
 def _ppl(total_nll: float, n_tokens: int) -> float:

@@ -56,6 +56,12 @@ class TrainerState:
     stopped_early: bool = False
 
 
+def flush_denormals(device: torch.device) -> None:
+    """On CPU, treat denormal floats as zero: tiny LSTM gradients otherwise slow the backward 15-26x."""
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -117,6 +123,7 @@ class Trainer:
     def fit(self) -> TrainerState:
         cfg = self.recipe.train
         seed_everything(cfg.seed)
+        flush_denormals(self.device)
         self.model.to(self.device)
         total = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps is not None:

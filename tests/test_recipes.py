@@ -1,0 +1,168 @@
+"""The shipped recipes: every one loads and validates, and the published setups carry the published values.
+
+Only recipe files are read (no data, no training), so these tests pass without any prepared dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from textvae.config import Recipe, load_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+DATASETS = ("synthetic", "ptb", "yahoo", "yelp", "yahoo-mini")
+METHODS = ("lm", "vanilla", "anneal", "beta0.2", "beta0.4", "freebits", "cyclical")
+HE_ET_AL = ("yahoo", "yelp")  # He et al. 2019, Table 1
+# What a method file may set on top of its dataset's _base.yaml.
+METHOD_KEYS = {"base", "name", "description", "objective", "model"}
+
+
+def recipe_files() -> list[Path]:
+    return sorted(p for p in RECIPES.rglob("*.yaml") if p.name != "_base.yaml")
+
+
+def recipe(dataset: str, method: str) -> Recipe:
+    return load_recipe(RECIPES / dataset / f"{method}.yaml")
+
+
+def test_every_dataset_has_a_base_and_every_method():
+    for dataset in DATASETS:
+        assert (RECIPES / dataset / "_base.yaml").is_file(), dataset
+        for method in METHODS:
+            assert (RECIPES / dataset / f"{method}.yaml").is_file(), f"{dataset}/{method}"
+    assert (RECIPES / "README.md").is_file()
+
+
+@pytest.mark.parametrize("path", recipe_files(), ids=lambda p: str(p.relative_to(RECIPES)))
+def test_recipe_loads_and_validates(path: Path):
+    loaded = load_recipe(path)
+    assert isinstance(loaded, Recipe)
+    dataset = path.parent.name
+    assert loaded.name == f"{dataset}-{path.stem}"
+    assert loaded.description.strip() and "\n" not in loaded.description.strip()
+    # data paths are relative to the repository root and point at `textvae data prepare NAME`'s output
+    assert loaded.data.train == f"data/{dataset}/train.txt"
+    assert loaded.data.valid == f"data/{dataset}/valid.txt"
+    assert loaded.data.test == f"data/{dataset}/test.txt"
+
+
+@pytest.mark.parametrize("path", recipe_files(), ids=lambda p: str(p.relative_to(RECIPES)))
+def test_method_file_inherits_the_dataset_base(path: Path):
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert raw["base"] == "_base.yaml"
+    assert set(raw) <= METHOD_KEYS, set(raw) - METHOD_KEYS
+    if "model" in raw:
+        assert raw["model"] == {"type": "lstm_lm"}
+
+
+@pytest.mark.parametrize("dataset", HE_ET_AL)
+def test_he_et_al_published_values(dataset: str):
+    for method in METHODS:
+        r = recipe(dataset, method)
+        assert (r.model.embed_dim, r.model.hidden_dim, r.model.latent_dim) == (512, 1024, 32)
+        assert r.model.enc_hidden_dim in (None, 1024) and r.model.enc_embed_dim in (None, 512)
+        assert (r.model.dropout_in, r.model.dropout_out) == (0.5, 0.5)
+        assert (r.model.init_scale, r.model.embed_init_scale) == (0.01, 0.1)
+        assert (r.optim.type, r.optim.lr, r.optim.momentum, r.optim.clip) == ("sgd", 1.0, 0.0, 5.0)
+        assert r.data.batch_size == 32
+        assert r.train.epochs == 100
+        assert r.train.seed == 783435
+        decay = r.train.lr_decay
+        assert (decay.enabled, decay.factor, decay.patience, decay.start_epoch, decay.max_decays) == (
+            True, 0.5, 2, 15, 5)
+        assert r.eval.iw_samples == 500
+        assert r.eval.mi_batch_size == 32  # text.py: calc_mi over batches of args.batch_size
+
+    anneal = recipe(dataset, "anneal").objective
+    assert anneal.beta == 1.0 and anneal.free_bits is None
+    schedule = anneal.kl_schedule
+    assert (schedule.type, schedule.start, schedule.end, schedule.warmup_epochs) == ("linear", 0.1, 1.0, 10)
+
+    vanilla = recipe(dataset, "vanilla").objective
+    assert (vanilla.beta, vanilla.kl_schedule.type, vanilla.kl_schedule.value) == (1.0, "constant", 1.0)
+    assert vanilla.free_bits is None
+
+
+def test_yahoo_uses_the_release_vocabulary_and_yelp_is_labeled():
+    assert recipe("yahoo", "anneal").data.tokenizer.vocab_file == "data/yahoo/vocab.txt"
+    yelp = recipe("yelp", "anneal").data
+    assert yelp.format == "labeled"
+    assert yelp.tokenizer.vocab_file is None  # built from the training split, as He et al. do
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("beta", [0.2, 0.4])
+def test_beta_files_have_their_beta(dataset: str, beta: float):
+    objective = recipe(dataset, f"beta{beta}").objective
+    assert objective.beta == beta
+    assert (objective.kl_schedule.type, objective.kl_schedule.value) == ("constant", 1.0)  # no annealing
+    assert objective.free_bits is None
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_lm_files_are_language_models(dataset: str):
+    lm = recipe(dataset, "lm")
+    assert lm.model.type == "lstm_lm"
+    assert lm.objective.free_bits is None
+    vae = recipe(dataset, "vanilla")
+    assert vae.model.type == "lstm_vae"
+    # the LM is the VAE's decoder trained the same way
+    assert lm.model.model_dump(exclude={"type"}) == vae.model.model_dump(exclude={"type"})
+    assert lm.optim == vae.optim and lm.train == vae.train and lm.data == vae.data
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_freebits_and_cyclical(dataset: str):
+    freebits = recipe(dataset, "freebits")
+    assert freebits.model.type == "lstm_vae"
+    assert freebits.objective.free_bits == 0.25  # Li et al. 2019: target_kl 8 over nz 32
+    assert freebits.objective.kl_schedule.type == "linear" and freebits.objective.kl_schedule.start == 0.0
+    cyclical = recipe(dataset, "cyclical").objective.kl_schedule
+    assert (cyclical.type, cyclical.cycles, cyclical.ratio, cyclical.start, cyclical.end) == (
+        "cyclical", 4, 0.5, 0.0, 1.0)
+
+
+def test_synthetic_follows_config_synthetic():
+    r = recipe("synthetic", "anneal")
+    assert (r.model.latent_dim, r.model.embed_dim, r.model.hidden_dim) == (2, 50, 50)
+    assert (r.data.batch_size, r.train.epochs, r.optim.lr) == (16, 50, 1.0)
+    assert r.eval.mi_batch_size == 16
+
+
+def test_ptb_follows_li_et_al():
+    r = recipe("ptb", "anneal")
+    assert (r.model.latent_dim, r.model.embed_dim, r.model.hidden_dim) == (32, 256, 256)
+    assert (r.data.batch_size, r.train.epochs, r.optim.lr) == (32, 100, 1.0)
+    assert r.data.tokenizer.vocab_file is None
+    assert r.train.lr_decay.patience == 5
+
+
+def test_yahoo_mini_is_the_cpu_scaled_model():
+    for method in METHODS:
+        r = recipe("yahoo-mini", method)
+        assert (r.model.embed_dim, r.model.hidden_dim, r.model.latent_dim) == (128, 256, 32)
+        assert (r.model.dropout_in, r.model.dropout_out) == (0.5, 0.5)
+        assert (r.optim.type, r.optim.lr, r.optim.clip, r.data.batch_size) == ("sgd", 1.0, 5.0, 32)
+        assert r.train.epochs == 30
+        decay = r.train.lr_decay
+        assert (decay.factor, decay.patience, decay.start_epoch, decay.max_decays) == (0.5, 2, 10, 3)
+        assert r.data.tokenizer.vocab_file == "data/yahoo-mini/vocab.txt"
+        assert r.eval.iw_samples == 500
+    assert recipe("yahoo-mini", "anneal").objective.kl_schedule.warmup_epochs == 5
+    base = (RECIPES / "yahoo-mini" / "_base.yaml").read_text(encoding="utf-8")
+    assert base.startswith("#") and "2 CPU cores" in base
+
+
+def test_set_style_override_takes_effect():
+    path = RECIPES / "yahoo" / "anneal.yaml"
+    r = load_recipe(path, ["train.epochs=3"])
+    assert r.train.epochs == 3
+    assert r.model.hidden_dim == 1024  # the rest is untouched
+    nested = load_recipe(path, ["objective.kl_schedule.warmup_epochs=2", "train.device=cpu"])
+    assert nested.objective.kl_schedule.warmup_epochs == 2
+    assert nested.objective.kl_schedule.start == 0.1  # deep-merged, not replaced
+    assert nested.train.device == "cpu"
+    assert load_recipe(path).train.epochs == 100  # overrides do not leak into later loads
