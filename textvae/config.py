@@ -94,7 +94,7 @@ class LRDecayConfig(Section):
     enabled: bool = True
     factor: float = Field(0.5, gt=0, lt=1)
     patience: int = Field(2, ge=1)  # epochs without validation improvement
-    start_epoch: int = Field(15, ge=0)  # no decay before this epoch
+    start_epoch: int = Field(15, ge=0)  # decay only after this many epochs (He et al.: 0-based epoch >= 15)
     max_decays: int = Field(5, ge=1)
 
 

@@ -43,4 +43,6 @@ class RichProgress:
         """Epoch summaries are logged by the trainer."""
 
     def close(self) -> None:
-        self.progress.stop()
+        """Stop the bar; a bar never started prints nothing (an error before training stays one line)."""
+        if self.task is not None:
+            self.progress.stop()

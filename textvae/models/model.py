@@ -10,12 +10,16 @@ import torch
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
+from transformers.utils import logging as hf_logging
 
 from textvae.config import ModelConfig
 from textvae.errors import TextVAEError
 from textvae.models.lstm import LSTMDecoder, LSTMEncoder, uniform_init
 from textvae.models.posteriors import DiagonalGaussian
 from textvae.models.priors import PRIORS
+
+
+hf_logging.disable_progress_bar()  # saving and loading small models needs no progress bar
 
 
 class LatentVariableConfig(PreTrainedConfig):

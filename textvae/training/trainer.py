@@ -186,7 +186,8 @@ class Trainer:
             save_checkpoint(self.run_dir / "model", self.model, self.tokenizer)
         else:
             st.not_improved += 1
-            if decay.enabled and st.not_improved >= decay.patience and st.epoch >= decay.start_epoch:
+            # st.epoch counts finished epochs; He et al. test their 0-based `epoch >= 15`
+            if decay.enabled and st.not_improved >= decay.patience and st.epoch > decay.start_epoch:
                 self._decay_lr()
         record = {"kind": "epoch", "epoch": st.epoch, "step": st.step, "lr": st.lr, **metrics,
                   "best_val_elbo_nll": st.best_val, "improved": improved, "lr_decays": st.decays}

@@ -1,0 +1,82 @@
+"""KL schedules and the ELBO's β, KL weight and free bits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from textvae.config import ObjectiveConfig, ScheduleConfig
+from textvae.data.batching import collate
+from textvae.models.model import LatentVariableOutput
+from textvae.objectives import build_objective
+from textvae.objectives.schedules import make_schedule
+
+
+def test_constant_schedule():
+    weight = make_schedule(ScheduleConfig(type="constant", value=0.3), steps_per_epoch=10, epochs=5)
+    assert [weight(s) for s in (0, 7, 1000)] == [0.3, 0.3, 0.3]
+
+
+def test_linear_warmup_is_per_iteration_then_flat():
+    """He et al.: 0.1 -> 1.0 over 10 epochs of 100 steps, increased every step."""
+    weight = make_schedule(ScheduleConfig(type="linear", start=0.1, end=1.0, warmup_epochs=10), 100, 100)
+    assert weight(0) == pytest.approx(0.1)
+    assert weight(500) == pytest.approx(0.55)
+    assert weight(1) > weight(0)
+    assert weight(1000) == pytest.approx(1.0) and weight(5000) == pytest.approx(1.0)
+
+
+def test_cyclical_schedule_rises_holds_and_restarts():
+    """Fu et al.: 4 cycles over 8 epochs of 10 steps; each rises over its first half, then holds."""
+    weight = make_schedule(ScheduleConfig(type="cyclical", start=0.0, end=1.0, cycles=4, ratio=0.5), 10, 8)
+    assert weight(0) == 0.0
+    assert weight(5) == pytest.approx(0.5)
+    assert weight(10) == pytest.approx(1.0) and weight(19) == pytest.approx(1.0)
+    assert weight(20) == 0.0  # second cycle starts again
+    assert weight(65) == pytest.approx(0.5)
+
+
+class FixedModel(torch.nn.Module):
+    """Returns preset log-likelihoods and per-dimension KLs (with gradients) for any batch."""
+
+    def __init__(self, log_lik: torch.Tensor, kl: torch.Tensor) -> None:
+        super().__init__()
+        self.log_lik = torch.nn.Parameter(log_lik)
+        self.kl = torch.nn.Parameter(kl)
+
+    def forward(self, tokens, lengths, n_samples: int = 1):
+        return LatentVariableOutput(log_likelihood=self.log_lik, kl=self.kl)
+
+
+def _batch():
+    return collate([(0, [4, 5]), (1, [6])])
+
+
+def test_elbo_weights_kl_by_beta_times_schedule():
+    model = FixedModel(torch.tensor([[-10.0], [-20.0]]), torch.tensor([[1.0, 2.0], [3.0, 0.0]]))
+    cfg = ObjectiveConfig(beta=0.4, kl_schedule=ScheduleConfig(type="linear", start=0.0, end=1.0, warmup_epochs=1))
+    objective = build_objective(cfg, steps_per_epoch=10, epochs=1)
+    out = objective(model, _batch(), step=5)  # schedule weight 0.5
+    assert out.terms["kl_weight"] == pytest.approx(0.2)
+    assert out.loss.item() == pytest.approx(15.0 + 0.2 * 3.0)  # mean rec + w * mean total KL
+    assert out.terms["rec"] == pytest.approx(30.0) and out.terms["kl"] == pytest.approx(6.0)
+
+
+def test_free_bits_stops_gradient_below_target():
+    """Dimension 0 has batch-mean KL 2.0 (> 1.0 target), dimension 1 has 0.5 (< target): no gradient."""
+    model = FixedModel(torch.tensor([[-10.0], [-20.0]]), torch.tensor([[1.0, 0.2], [3.0, 0.8]]))
+    objective = build_objective(ObjectiveConfig(free_bits=1.0), steps_per_epoch=10, epochs=1)
+    out = objective(model, _batch(), step=0)
+    assert out.loss.item() == pytest.approx(15.0 + 2.0 + 1.0)
+    out.loss.backward()
+    assert torch.all(model.kl.grad[:, 0] > 0)
+    assert torch.all(model.kl.grad[:, 1] == 0)
+
+
+def test_language_model_loss_is_reconstruction_only():
+    class LM(torch.nn.Module):
+        def forward(self, tokens, lengths, n_samples=1):
+            return LatentVariableOutput(log_likelihood=torch.tensor([[-4.0], [-6.0]]))
+
+    out = build_objective(ObjectiveConfig(), 10, 1)(LM(), _batch(), step=0)
+    assert out.loss.item() == pytest.approx(5.0) and out.terms["kl"] == 0.0
