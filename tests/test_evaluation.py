@@ -111,7 +111,7 @@ def test_iw_below_elbo_for_k_above_one():
     assert iw_nll(model, loader, k=50, seed=0)["iw_nll"] < elbo_nll(model, loader, seed=0)["elbo_nll"]
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50, deadline=None, derandomize=True)
 @given(
     st.lists(st.floats(-5, 5), min_size=2, max_size=6),
     st.lists(st.floats(-6, 3), min_size=2, max_size=6),
@@ -125,8 +125,9 @@ def test_kl_is_nonnegative_and_matches_monte_carlo(means, logvars):
     torch.manual_seed(0)
     z = q.rsample(200_000)
     log_p = -0.5 * (z**2 + math.log(2 * math.pi)).sum(-1)
-    mc = (q.log_prob(z) - log_p).mean()
-    assert mc.item() == pytest.approx(kl.sum().item(), abs=0.05 + 0.02 * kl.sum().item())
+    log_ratio = q.log_prob(z) - log_p
+    stderr = log_ratio.std().item() / math.sqrt(log_ratio.numel())
+    assert abs(log_ratio.mean().item() - kl.sum().item()) < 5 * stderr + 1e-6
 
 
 def test_kl_zero_only_at_prior():

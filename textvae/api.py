@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from textvae.config import Recipe, load_recipe_dict, build_recipe, save_recipe
+from textvae.config import Recipe, build_recipe, load_recipe_dict, save_recipe
 from textvae.data.batching import TokenizedSplit
 from textvae.data.text import prepare_corpus
 from textvae.data.tokenizers import TextTokenizer, load_tokenizer

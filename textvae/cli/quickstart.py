@@ -33,9 +33,9 @@ def quickstart(
     quiet_libraries()
     from textvae.api import claim_run_dir, evaluate_run, train
     from textvae.cli.evaluate import metrics_table, write_json_atomic
+    from textvae.cli.progress import RichProgress
     from textvae.config import build_recipe
     from textvae.data.prepare import prepare_dataset
-    from textvae.cli.progress import RichProgress
     from textvae.reports.summary import write_report
 
     claim_run_dir(out, overwrite)

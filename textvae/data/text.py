@@ -80,7 +80,7 @@ def _split_label(batch: dict[str, list[str]]) -> dict[str, list[str]]:
 def load_raw_splits(cfg: DataConfig, splits: tuple[str, ...] = SPLITS) -> datasets.DatasetDict:
     """Read the recipe's files with `datasets.load_dataset("text")`, dropping blank lines."""
     files = {name: getattr(cfg, name) for name in splits if getattr(cfg, name) is not None}
-    for name, file in files.items():
+    for file in files.values():
         check_text_file(Path(file), labeled=cfg.format == "labeled")
     raw = datasets.load_dataset(
         "text", data_files={k: str(Path(v).resolve()) for k, v in files.items()}, cache_dir=cfg.cache_dir

@@ -69,7 +69,8 @@ class WordTokenizer:
     def train(cls, texts: Iterator[str], cfg: TokenizerConfig) -> WordTokenizer:
         """Count words with a WordLevelTrainer, then rebuild the vocabulary with the fixed special ids.
 
-        (The trainer itself moves `<unk>` when the corpus contains the literal token, as PTB does.)
+        (The trainer itself moves `<unk>` when the corpus contains the literal token, as PTB does, and
+        such literal specials would take words' places under its `vocab_size`: the cut is made here.)
         """
         from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
@@ -78,7 +79,7 @@ class WordTokenizer:
         if cfg.lowercase:
             counter.normalizer = normalizers.Lowercase()
         trainer = trainers.WordLevelTrainer(
-            vocab_size=cfg.vocab_size or 10**9,
+            vocab_size=10**9,  # cut below, after removing literal special tokens
             min_frequency=cfg.min_frequency,
             special_tokens=SPECIAL_TOKENS,
             show_progress=False,

@@ -17,7 +17,7 @@ from textvae.errors import TextVAEError
 from textvae.models.lstm import LSTMDecoder, LSTMEncoder, uniform_init
 from textvae.models.posteriors import DiagonalGaussian
 from textvae.models.priors import PRIORS
-
+from textvae.registry import Registry
 
 hf_logging.disable_progress_bar()  # saving and loading small models needs no progress bar
 
@@ -51,17 +51,8 @@ class LatentVariableOutput(ModelOutput):
 
 
 Builder = Callable[[LatentVariableConfig], tuple[nn.Module | None, nn.Module]]
-ARCHITECTURES: dict[str, Builder] = {}
-
-
-def architecture(name: str) -> Callable[[Builder], Builder]:
-    """Register a builder of (encoder or None, decoder) under a recipe's `model.type`."""
-
-    def register(fn: Builder) -> Builder:
-        ARCHITECTURES[name] = fn
-        return fn
-
-    return register
+ARCHITECTURES: Registry[Builder] = Registry("architecture")
+architecture = ARCHITECTURES.register
 
 
 @architecture("lstm_vae")
@@ -90,8 +81,6 @@ class LatentVariableModel(PreTrainedModel):
 
     def __init__(self, config: LatentVariableConfig) -> None:
         super().__init__(config)
-        if config.architecture not in ARCHITECTURES:
-            raise TextVAEError(f"model.type: unknown architecture {config.architecture!r}")
         self.encoder, self.decoder = ARCHITECTURES[config.architecture](config)
         self.prior = PRIORS[config.prior](config.latent_dim)
         uniform_init(self, config.init_scale, config.embed_init_scale)

@@ -7,17 +7,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-OBJECTIVES: dict[str, Callable] = {}
+from textvae.registry import Registry
 
-
-def objective(name: str):
-    """Register an objective factory `(ObjectiveConfig, steps_per_epoch, epochs) -> objective`."""
-
-    def register(fn):
-        OBJECTIVES[name] = fn
-        return fn
-
-    return register
+OBJECTIVES: Registry[Callable] = Registry("objective")
+objective = OBJECTIVES.register
 
 
 @dataclass

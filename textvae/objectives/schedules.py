@@ -5,19 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from textvae.config import ScheduleConfig
+from textvae.registry import Registry
 
 Schedule = Callable[[int], float]
-SCHEDULES: dict[str, Callable[[ScheduleConfig, int, int], Schedule]] = {}
-
-
-def schedule(name: str):
-    """Register a schedule factory `(cfg, steps_per_epoch, total_epochs) -> (step -> weight)`."""
-
-    def register(fn):
-        SCHEDULES[name] = fn
-        return fn
-
-    return register
+SCHEDULES: Registry[Callable[[ScheduleConfig, int, int], Schedule]] = Registry("KL schedule")
+schedule = SCHEDULES.register
 
 
 @schedule("constant")

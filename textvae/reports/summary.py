@@ -82,7 +82,8 @@ def write_report(runs: dict[str, Path], out: Path, title: str = "textvae report"
             "",
             "`iw_nll`: importance-weighted NLL per document (nats); `elbo_nll`: reconstruction + KL; "
             "PPL = exp(total NLL / predicted tokens, `</s>` counted); MI: He et al.'s estimator "
-            f"(batches of {first.get('mi_batch_size')}); AU: dimensions with Cov_x(E[z|x]) ≥ {first.get('au_threshold', 0.01)}.",
+            f"(batches of {first.get('mi_batch_size')}); "
+            f"AU: dimensions with Cov_x(E[z|x]) ≥ {first.get('au_threshold', 0.01)}.",
             "",
         ]
     curves = out.with_name(f"{out.stem}_curves.png")

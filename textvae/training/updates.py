@@ -7,18 +7,10 @@ from collections.abc import Callable
 import torch
 
 from textvae.data.batching import TextBatch
+from textvae.registry import Registry
 
-UPDATES: dict[str, Callable] = {}
-
-
-def update_rule(name: str):
-    """Register an update-rule class under a recipe's `update.type` name."""
-
-    def register(cls):
-        UPDATES[name] = cls
-        return cls
-
-    return register
+UPDATES: Registry[Callable] = Registry("update rule")
+update_rule = UPDATES.register
 
 
 def clip_and_step(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, clip: float | None) -> None:

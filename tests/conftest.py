@@ -1,0 +1,68 @@
+"""Shared test helpers: tiny random corpora and YAML files written under a test's temporary directory."""
+
+from __future__ import annotations
+
+import gzip
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+WORDS = [f"w{i}" for i in range(40)]
+
+
+def random_sentences(n: int, seed: int = 0, min_len: int = 2, max_len: int = 8) -> list[str]:
+    """`n` sentences of random words from WORDS (reproducible for a seed)."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(WORDS, k=rng.randint(min_len, max_len))) for _ in range(n)]
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write UTF-8 text, gzipped when the name ends in .gz; return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8")
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+CorpusWriter = Callable[..., Path]
+YamlWriter = Callable[[Path, Any], Path]
+
+
+@pytest.fixture(scope="session")
+def write_corpus() -> CorpusWriter:
+    """`write_corpus(path, n, seed=0, blank_every=0)`: one random sentence per line (a blank line every k)."""
+
+    def write(path: Path, n: int, seed: int = 0, blank_every: int = 0) -> Path:
+        lines: list[str] = []
+        for i, sentence in enumerate(random_sentences(n, seed)):
+            if blank_every and i % blank_every == 0:
+                lines.append("")
+            lines.append(sentence)
+        return write_text(path, "\n".join(lines) + "\n")
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def write_yaml() -> YamlWriter:
+    """`write_yaml(path, data)`: dump `data` as YAML (a str is written verbatim)."""
+
+    def write(path: Path, data: Any) -> Path:
+        return write_text(path, data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+
+    return write
+
+
+@pytest.fixture(scope="module")
+def torch_single_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread (and many times slower when threads contend on a busy machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
