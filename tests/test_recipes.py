@@ -143,7 +143,7 @@ def test_ptb_follows_li_et_al():
 def test_yahoo_mini_is_the_cpu_scaled_model():
     for method in METHODS:
         r = recipe("yahoo-mini", method)
-        assert (r.model.embed_dim, r.model.hidden_dim, r.model.latent_dim) == (128, 256, 32)
+        assert (r.model.embed_dim, r.model.hidden_dim, r.model.latent_dim) == (64, 128, 32)
         assert (r.model.dropout_in, r.model.dropout_out) == (0.5, 0.5)
         assert (r.optim.type, r.optim.lr, r.optim.clip, r.data.batch_size) == ("sgd", 1.0, 5.0, 32)
         assert r.train.epochs == 30

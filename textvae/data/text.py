@@ -57,9 +57,7 @@ def check_text_file(path: Path, labeled: bool = False) -> int:
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
         raise TextVAEError(f"{path}:{line}: invalid UTF-8 byte 0x{raw[err.start]:02x}") from err
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = text.splitlines()  # the same line breaks as `datasets`' text loader (\r, \u2028, ... too)
     count = 0
     for number, line in enumerate(lines, start=1):
         if len(line) > MAX_LINE_CHARS:
