@@ -25,10 +25,15 @@ QUICKSTART_RECIPE = {
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Directory for data, runs and report."),
     epochs: int = typer.Option(8, "--epochs", help="Training epochs for each model."),
+    eval_docs: int = typer.Option(1000, "--eval-docs", help="Test documents to evaluate (of 2,000)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing quickstart directory."),
 ) -> None:
-    """Generate He et al.-style synthetic data, train an LSTM LM and an LSTM VAE on it, evaluate both
-    (IW-NLL with 500 samples, KL, MI, AU) and write OUT/report.md. Takes a few minutes on 2 CPU cores."""
+    """Generate He et al.-style synthetic data; train an LSTM LM, an LSTM VAE (KL annealing) and the
+    same VAE with free bits; evaluate each (IW-NLL with 500 samples, KL, MI, AU); write OUT/report.md.
+
+    The plain VAE usually collapses on this data (KL, MI and AU near 0), as He et al. (2019)
+    observe; free bits keep the latent in use. Takes about 5 minutes on 2 CPU cores.
+    """
     setup_logging()
     quiet_libraries()
     from textvae.api import claim_run_dir, evaluate_run, train
@@ -47,6 +52,9 @@ def quickstart(
         "lm": {**base, "name": "quickstart-lm", "description": "the same LSTM decoder without a latent",
                "model": {**base["model"], "type": "lstm_lm"}},
         "vae": base,
+        "vae-freebits": {**base, "name": "quickstart-vae-freebits",
+                         "description": "the same VAE with free bits (0.5 nats per latent dimension)",
+                         "objective": {**base["objective"], "free_bits": 0.5}},
     }
     results = {}
     for name, recipe_dict in recipes.items():
@@ -56,8 +64,9 @@ def quickstart(
             run = train(recipe, out / name, overwrite=overwrite, callbacks=[progress])
         finally:
             progress.close()
-        results[name] = evaluate_run(run, "test")
+        results[name] = evaluate_run(run, "test", limit=eval_docs)
         write_json_atomic(out / name / "eval.json", results[name])
-    Console().print(metrics_table(results, title="quickstart · synthetic test split · IW-NLL k=500"))
+    title = f"quickstart · synthetic test split (first {eval_docs}) · IW-NLL k=500"
+    Console().print(metrics_table(results, title=title))
     report = write_report({name: out / name for name in recipes}, out / "report.md", "textvae quick start")
     typer.echo(f"report: {report}")
