@@ -48,18 +48,18 @@ def plot_curves(runs: dict[str, Path], out: Path) -> bool:
     panels = (("val_elbo_nll", "validation -ELBO (nats)"), ("val_kl", "validation KL"), ("val_mi", "validation MI"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     plotted = False
-    for name, run_dir in runs.items():
+    for index, (name, run_dir) in enumerate(runs.items()):
         epochs = [r for r in read_metrics_log(run_dir) if r.get("kind") == "epoch"]
         for ax, (key, _) in zip(axes, panels):
             points = [(r["epoch"], r[key]) for r in epochs if key in r]
             if points:
-                ax.plot(*zip(*points), marker="o", markersize=3, label=name)
+                ax.plot(*zip(*points), marker="o", markersize=3, label=name, color=f"C{index % 10}")
                 plotted = True
     for ax, (_, title) in zip(axes, panels):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8)  # one colour per run in every panel, also where a run lacks a metric
     fig.tight_layout()
     if plotted:
         fig.savefig(out, dpi=110)
