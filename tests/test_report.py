@@ -12,8 +12,8 @@ from textvae.reports.summary import write_report
 def _fake_run(directory, kl: float, with_mi: bool) -> None:
     directory.mkdir()
     (directory / "recipe.yaml").write_text(yaml.safe_dump({"name": directory.name, "model": {"type": "lstm_vae"}}))
-    epochs = [{"kind": "epoch", "epoch": e, "val_elbo_nll": 50.0 - e, "val_kl": kl, **({"val_mi": 0.5} if with_mi else {})}
-              for e in (1, 2, 3)]
+    mi = {"val_mi": 0.5} if with_mi else {}
+    epochs = [{"kind": "epoch", "epoch": e, "val_elbo_nll": 50.0 - e, "val_kl": kl, **mi} for e in (1, 2, 3)]
     (directory / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in epochs) + "\n")
     metrics = {"iw_nll": 44.6, "elbo_nll": 44.7, "kl": kl, "mi": 0.5, "au": 2, "iw_ppl": 57.7, "ppl": 58.4,
                "split": "test", "iw_samples": 500, "mi_batch_size": 32, "kl_per_dim": [kl / 2, kl / 2]}
