@@ -193,3 +193,16 @@ def test_language_model_metrics_are_exact_and_latent_free():
     metrics = evaluate(lm.eval(), TokenizedSplit(SENTENCES), 2, EvalConfig(iw_samples=10))
     assert metrics["iw_nll"] == pytest.approx(metrics["elbo_nll"], rel=1e-6)
     assert metrics["kl"] == 0 and metrics["mi"] == 0 and metrics["au"] == 0
+
+
+def test_iw_nll_splits_documents_when_one_sample_exceeds_the_logit_budget(monkeypatch, model_and_batch):
+    """With a budget smaller than one sample of the batch, documents are split; the result is unchanged."""
+    import textvae.evaluation.likelihood as likelihood
+
+    model, batch, exact = model_and_batch
+    monkeypatch.setattr(likelihood, "LOGIT_BUDGET", batch.tokens.shape[1] * VOCAB * 2)  # 2 rows per pass
+    torch.manual_seed(5)
+    with torch.inference_mode():
+        estimate = iw_log_marginal(model, batch.tokens, batch.lengths, k=20_000, chunk=5000).double()
+    assert estimate.shape == exact.shape
+    assert torch.all((estimate - exact).abs() < 0.01)

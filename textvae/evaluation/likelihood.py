@@ -46,17 +46,24 @@ def elbo_nll(model, loader: DataLoader, n_samples: int = 1, seed: int = 0) -> di
     }
 
 
-def _sample_chunk(batch_size: int, seq_len: int, vocab: int, requested: int) -> int:
-    per_sample = batch_size * seq_len * vocab
-    return max(1, min(requested, LOGIT_BUDGET // max(1, per_sample)))
+def _rows_within_budget(seq_len: int, vocab: int) -> int:
+    return max(1, LOGIT_BUDGET // max(1, seq_len * vocab))
 
 
 def iw_log_marginal(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
-    """log p(x) ≈ logsumexp_i [log p(x|z_i) + log p(z_i) - log q(z_i|x)] - log k, z_i ~ q(z|x); [B]."""
+    """log p(x) ≈ logsumexp_i [log p(x|z_i) + log p(z_i) - log q(z_i|x)] - log k, z_i ~ q(z|x); [B].
+
+    Decoder passes hold at most LOGIT_BUDGET logits: documents x samples per pass are chosen to fit.
+    """
     if not model.has_latent:
         return model.log_likelihood(tokens, None)[:, 0]
+    rows = _rows_within_budget(tokens.shape[1], model.config.vocab_size)
+    if tokens.shape[0] > rows:  # even one sample per document would not fit: split the documents
+        parts = [iw_log_marginal(model, tokens[i : i + rows], lengths[i : i + rows], k, chunk)
+                 for i in range(0, tokens.shape[0], rows)]
+        return torch.cat(parts)
     posterior = model.encode(tokens, lengths)
-    step = _sample_chunk(tokens.shape[0], tokens.shape[1], model.config.vocab_size, chunk)
+    step = max(1, min(chunk, rows // tokens.shape[0]))
     log_w = []
     for start in range(0, k, step):
         z = posterior.rsample(min(step, k - start))
