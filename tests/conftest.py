@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,3 +69,16 @@ def torch_single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def textvae(*args: str | Path, debug: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `python -m textvae ARGS` with TEXTVAE_DEBUG unset (or =1); capture stdout and stderr."""
+    env = {k: v for k, v in os.environ.items() if k != "TEXTVAE_DEBUG"}
+    env["OMP_NUM_THREADS"] = "1"  # a tiny model: extra threads only contend on a busy machine
+    env["COLUMNS"] = "200"  # help and tables unwrapped
+    if debug:
+        env["TEXTVAE_DEBUG"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "textvae", *map(str, args)],
+        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,24 +11,12 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from conftest import textvae
 
 CorpusWriter = Callable[..., Path]
 YamlWriter = Callable[[Path, Any], Path]
 
 EVAL_KEYS = {"elbo_nll", "iw_nll", "ppl", "iw_ppl", "kl", "mi", "au", "iw_samples", "n_sentences", "n_tokens"}
-
-
-def textvae(*args: str | Path, debug: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run `python -m textvae ARGS` with TEXTVAE_DEBUG unset (or =1); capture stdout and stderr."""
-    env = {k: v for k, v in os.environ.items() if k != "TEXTVAE_DEBUG"}
-    env["OMP_NUM_THREADS"] = "1"  # a tiny model: extra threads only contend on a busy machine
-    env["COLUMNS"] = "200"  # help and tables unwrapped
-    if debug:
-        env["TEXTVAE_DEBUG"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "textvae", *map(str, args)],
-        env=env, capture_output=True, text=True, timeout=timeout, check=False,
-    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
