@@ -32,7 +32,7 @@ def quickstart(
     same VAE with free bits; evaluate each (IW-NLL with 500 samples, KL, MI, AU); write OUT/report.md.
 
     The plain VAE usually collapses on this data (KL, MI and AU near 0), as He et al. (2019)
-    observe; free bits keep the latent in use. Takes about 5 minutes on 2 CPU cores.
+    observe; free bits keep the latent in use. Takes about 2 minutes on 2 CPU cores.
     """
     setup_logging()
     quiet_libraries()
