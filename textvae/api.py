@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,14 +52,8 @@ def claim_run_dir(run_dir: Path, overwrite: bool) -> None:
     parent = run_dir.resolve().parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not _writable(parent):
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise TextVAEError(f"{run_dir}: cannot create the run directory ({parent} is not writable)")
-
-
-def _writable(path: Path) -> bool:
-    import os
-
-    return os.access(path, os.W_OK | os.X_OK)
 
 
 def train(
@@ -112,7 +107,7 @@ def evaluate_run(
     )
     if getattr(run.recipe.data, split) is None:
         raise TextVAEError(f"data.{split}: the recipe names no {split} file")
-    splits, _, stats = prepare_corpus(run.recipe.data, run.tokenizer, splits=(split,))
+    splits, _, _ = prepare_corpus(run.recipe.data, run.tokenizer, splits=(split,))
     data = TokenizedSplit.from_dataset(splits[split], limit=cfg.limit)
     metrics = evaluate(run.model, data, run.recipe.data.eval_batch_size, cfg)
     metrics.update({"split": split, "limit": cfg.limit, "model_type": run.recipe.model.type,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from textvae.config import EvalConfig
 from textvae.data.batching import TokenizedSplit, make_loader
-from textvae.evaluation.latent import active_units, kl_per_dim, mutual_information
+from textvae.evaluation.latent import (
+    active_units,
+    count_active_units,
+    encode_split,
+    kl_per_dim,
+    mutual_information,
+)
 from textvae.evaluation.likelihood import elbo_nll, iw_nll
 
 
@@ -14,14 +20,15 @@ def latent_metrics(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfi
         return {"mi": 0.0, "au": 0, "kl_per_dim": [], "au_variances": [], "mi_batch_size": cfg.mi_batch_size}
     ordered = make_loader(split, batch_size, shuffle=False)
     mi_loader = make_loader(split, cfg.mi_batch_size, shuffle=False, bucket=False)
-    au, variances = active_units(model, ordered, cfg.au_threshold)
+    means, kl_dims = encode_split(model, ordered)  # one encoder pass for both AU and KL per dimension
+    au, variances = count_active_units(means, cfg.au_threshold)
     return {
         "mi": mutual_information(model, mi_loader, seed=cfg.seed),
         "mi_batch_size": cfg.mi_batch_size,
         "au": au,
         "au_threshold": cfg.au_threshold,
         "au_variances": [round(v, 6) for v in variances.tolist()],
-        "kl_per_dim": [round(v, 6) for v in kl_per_dim(model, ordered).tolist()],
+        "kl_per_dim": [round(v, 6) for v in kl_dims.tolist()],
     }
 
 

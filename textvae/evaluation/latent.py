@@ -11,17 +11,24 @@ from textvae.evaluation.common import model_device, seeded
 
 
 @torch.inference_mode()
-def kl_per_dim(model, loader: DataLoader) -> torch.Tensor:
-    """Mean KL(q(z|x) || p(z)) of each latent dimension over the documents, [Z]."""
+def encode_split(model, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    """One encoder pass: posterior means [N, Z] and the mean KL of each dimension [Z]."""
     model.eval()
     device = model_device(model)
-    total, n = None, 0
+    means, kl_total = [], None
     for batch in loader:
         batch = batch.to(device)
-        kl = model.encode(batch.tokens, batch.lengths).kl().sum(0)
-        total = kl if total is None else total + kl
-        n += len(batch)
-    return total.cpu() / n
+        posterior = model.encode(batch.tokens, batch.lengths)
+        means.append(posterior.mean.cpu())
+        kl = posterior.kl().sum(0).cpu()
+        kl_total = kl if kl_total is None else kl_total + kl
+    means_all = torch.cat(means)
+    return means_all, kl_total / len(means_all)
+
+
+def kl_per_dim(model, loader: DataLoader) -> torch.Tensor:
+    """Mean KL(q(z|x) || p(z)) of each latent dimension over the documents, [Z]."""
+    return encode_split(model, loader)[1]
 
 
 def batch_mutual_information(posterior) -> float:
@@ -56,11 +63,12 @@ def mutual_information(model, loader: DataLoader, seed: int = 0) -> float:
     return total / n
 
 
-@torch.inference_mode()
-def active_units(model, loader: DataLoader, threshold: float = 0.01) -> tuple[int, torch.Tensor]:
+def count_active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.Tensor]:
     """Number of dimensions with Cov_x(E_q[z|x]) >= threshold, and the per-dimension variances."""
-    model.eval()
-    device = model_device(model)
-    means = torch.cat([model.encode(b.tokens.to(device), b.lengths.to(device)).mean.cpu() for b in loader])
     variances = means.var(dim=0, unbiased=True) if len(means) > 1 else torch.zeros(means.shape[1])
     return int((variances >= threshold).sum().item()), variances
+
+
+def active_units(model, loader: DataLoader, threshold: float = 0.01) -> tuple[int, torch.Tensor]:
+    """Active units of the posterior means over a loader (He et al.'s AU)."""
+    return count_active_units(encode_split(model, loader)[0], threshold)
