@@ -80,5 +80,23 @@ def textvae(*args: str | Path, debug: bool = False, timeout: float = 120) -> sub
         env["TEXTVAE_DEBUG"] = "1"
     return subprocess.run(
         [sys.executable, "-m", "textvae", *map(str, args)],
-        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
+
+
+def tiny_lstm_vae(vocab: int, seed: int = 0, **overrides: Any):
+    """A small LSTM VAE in eval mode with large random weights (latent 1, embed 4, hidden 6, no dropout)."""
+    import torch
+
+    from textvae.config import ModelConfig
+    from textvae.models.model import build_model
+
+    spec = dict(
+        latent_dim=1, embed_dim=4, hidden_dim=6, dropout_in=0.0, dropout_out=0.0, init_scale=0.8, embed_init_scale=0.8
+    )
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(**{**spec, **overrides}), vocab).eval()

@@ -51,8 +51,11 @@ def tiny_recipe(root: Path, **changes: dict[str, Any]) -> dict[str, Any]:
     recipe: dict[str, Any] = {
         "name": "tiny",
         "data": {
-            "train": str(root / "train.txt"), "valid": str(root / "valid.txt"), "test": str(root / "test.txt"),
-            "batch_size": 32, "cache_dir": str(root / "hf-cache"),
+            "train": str(root / "train.txt"),
+            "valid": str(root / "valid.txt"),
+            "test": str(root / "test.txt"),
+            "batch_size": 32,
+            "cache_dir": str(root / "hf-cache"),
         },
         "model": {"embed_dim": 16, "hidden_dim": 32, "latent_dim": 4},
         "train": {"epochs": 2, "log_every": 5},
@@ -100,8 +103,18 @@ def test_train_then_eval(corpus: Path, tmp_path: Path):
 @pytest.mark.slow
 def test_set_overrides_the_recipe(corpus: Path, tmp_path: Path):
     run = tmp_path / "run"
-    proc = textvae("train", corpus / "recipe.yaml", "-o", run,
-                   "--set", "train.epochs=1", "--set", "data.limit_train=64", "--set", "train.val_latent_metrics=false")
+    proc = textvae(
+        "train",
+        corpus / "recipe.yaml",
+        "-o",
+        run,
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "data.limit_train=64",
+        "--set",
+        "train.val_latent_metrics=false",
+    )
     assert proc.returncode == 0, proc.stderr
     assert [m["epoch"] for m in read_metrics(run) if m["kind"] == "epoch"] == [1]
     saved = yaml.safe_load((run / "recipe.yaml").read_text())

@@ -35,18 +35,24 @@ def test_load_minimal_recipe_fills_defaults(tmp_path: Path, write_yaml: YamlWrit
 
 
 def test_base_inheritance_deep_merges(tmp_path: Path, write_yaml: YamlWriter):
-    write_yaml(tmp_path / "common" / "_base.yaml", {
-        **MINIMAL,
-        "name": "base",
-        "model": {"latent_dim": 32, "hidden_dim": 64, "embed_dim": 16},
-        "train": {"epochs": 10, "lr_decay": {"factor": 0.25, "patience": 3}},
-    })
-    child = write_yaml(tmp_path / "child.yaml", {
-        "base": "common/_base.yaml",  # relative to the child file
-        "name": "child",
-        "model": {"latent_dim": 4},
-        "train": {"lr_decay": {"patience": 5}},
-    })
+    write_yaml(
+        tmp_path / "common" / "_base.yaml",
+        {
+            **MINIMAL,
+            "name": "base",
+            "model": {"latent_dim": 32, "hidden_dim": 64, "embed_dim": 16},
+            "train": {"epochs": 10, "lr_decay": {"factor": 0.25, "patience": 3}},
+        },
+    )
+    child = write_yaml(
+        tmp_path / "child.yaml",
+        {
+            "base": "common/_base.yaml",  # relative to the child file
+            "name": "child",
+            "model": {"latent_dim": 4},
+            "train": {"lr_decay": {"patience": 5}},
+        },
+    )
     recipe = load_recipe(child)
     assert recipe.name == "child"
     assert (recipe.model.latent_dim, recipe.model.hidden_dim, recipe.model.embed_dim) == (4, 64, 16)
@@ -78,15 +84,18 @@ def test_missing_base_names_the_base_file(tmp_path: Path, write_yaml: YamlWriter
 
 def test_apply_overrides_parses_yaml_scalars_and_keeps_siblings():
     data = {"model": {"latent_dim": 32, "hidden_dim": 64}, "train": {"lr_decay": {"factor": 0.5, "patience": 2}}}
-    out = apply_overrides(data, [
-        "model.latent_dim=16",
-        "train.lr_decay.patience=7",
-        "optim.lr=0.5",
-        "data.tokenizer.lowercase=true",
-        "train.max_steps=null",
-        "name=my run",
-        "description=a=b",  # only the first '=' separates key and value
-    ])
+    out = apply_overrides(
+        data,
+        [
+            "model.latent_dim=16",
+            "train.lr_decay.patience=7",
+            "optim.lr=0.5",
+            "data.tokenizer.lowercase=true",
+            "train.max_steps=null",
+            "name=my run",
+            "description=a=b",  # only the first '=' separates key and value
+        ],
+    )
     assert out["model"] == {"latent_dim": 16, "hidden_dim": 64}
     assert out["train"]["lr_decay"] == {"factor": 0.5, "patience": 7}
     assert out["optim"] == {"lr": 0.5}
@@ -111,21 +120,11 @@ def test_load_recipe_applies_overrides(tmp_path: Path, write_yaml: YamlWriter):
 
 
 BAD_RECIPES = {
-    "unknown key": (
-        {**MINIMAL, "model": {"hiden_dim": 3}}, ["model.hiden_dim", "unknown key"]
-    ),
-    "wrong type": (
-        {**MINIMAL, "train": {"epochs": "many"}}, ["train.epochs", "many"]
-    ),
-    "missing required key": (
-        {"data": {"valid": "v.txt"}}, ["data.train", "missing"]
-    ),
-    "invalid YAML": (
-        "data:\n  train: a\n  valid: [b\nmodel: x\n", ["line 4", "invalid YAML"]
-    ),
-    "bad indentation": (
-        "data:\n  train: a\n   valid: b\n", ["line 3", "invalid YAML"]
-    ),
+    "unknown key": ({**MINIMAL, "model": {"hiden_dim": 3}}, ["model.hiden_dim", "unknown key"]),
+    "wrong type": ({**MINIMAL, "train": {"epochs": "many"}}, ["train.epochs", "many"]),
+    "missing required key": ({"data": {"valid": "v.txt"}}, ["data.train", "missing"]),
+    "invalid YAML": ("data:\n  train: a\n  valid: [b\nmodel: x\n", ["line 4", "invalid YAML"]),
+    "bad indentation": ("data:\n  train: a\n   valid: b\n", ["line 3", "invalid YAML"]),
     "empty file": ("", ["empty"]),
     "only a comment": ("# nothing here\n", ["empty"]),
     "a list": ("- data\n- model\n", ["mapping", "list"]),

@@ -42,9 +42,7 @@ pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 def data_config(tmp_path: Path, train: Path, valid: Path | None = None, **kwargs) -> DataConfig:
     """A DataConfig over `train` (and `valid`, default the same file) with a private datasets cache."""
-    return DataConfig(
-        train=str(train), valid=str(valid or train), cache_dir=str(tmp_path / "cache"), **kwargs
-    )
+    return DataConfig(train=str(train), valid=str(valid or train), cache_dir=str(tmp_path / "cache"), **kwargs)
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
@@ -335,8 +333,14 @@ TOLERANCE = 1e-5
 def tiny_model(kind: str) -> LatentVariableModel:
     """A small model in eval mode; a large init scale so that any leak of padding would show."""
     cfg = ModelConfig(
-        type=kind, embed_dim=8, hidden_dim=16, latent_dim=4, dropout_in=0, dropout_out=0,
-        init_scale=0.3, embed_init_scale=1.0,
+        type=kind,
+        embed_dim=8,
+        hidden_dim=16,
+        latent_dim=4,
+        dropout_in=0,
+        dropout_out=0,
+        init_scale=0.3,
+        embed_init_scale=1.0,
     )
     torch.manual_seed(0)
     return build_model(cfg, VOCAB).eval()
@@ -391,8 +395,10 @@ def test_padding_invariance_check_is_sensitive():
 
 @pytest.mark.parametrize("kind", ["lstm_vae", "lstm_lm"])
 def test_length_bucketed_loader_equals_exact_length_batches(kind: str):
-    docs = [torch.randint(4, VOCAB, (n,), generator=torch.Generator().manual_seed(n)).tolist()
-            for n in (1, 9, 3, 3, 14, 2, 7, 1, 11, 5, 6, 4)]
+    docs = [
+        torch.randint(4, VOCAB, (n,), generator=torch.Generator().manual_seed(n)).tolist()
+        for n in (1, 9, 3, 3, 14, 2, 7, 1, 11, 5, 6, 4)
+    ]
     loader = make_loader(TokenizedSplit(docs), batch_size=5, shuffle=True, seed=3)
     seen: list[int] = []
     for batch in loader:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_lstm_vae
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,10 +25,7 @@ SENTENCES = [[4], [5, 6], [4, 4, 5], [6, 5, 4, 6], [5]]
 
 def tiny_vae(seed: int = 0, latent_dim: int = 1) -> torch.nn.Module:
     """An LSTM VAE small enough that log p(x) can be integrated numerically over z."""
-    torch.manual_seed(seed)
-    cfg = ModelConfig(latent_dim=latent_dim, embed_dim=4, hidden_dim=6, dropout_in=0.0, dropout_out=0.0,
-                      init_scale=0.8, embed_init_scale=0.8)
-    return build_model(cfg, VOCAB).eval()
+    return tiny_lstm_vae(VOCAB, seed, latent_dim=latent_dim)
 
 
 def exact_log_marginal(model, tokens: torch.Tensor, grid: int = 4001, bound: float = 9.0) -> torch.Tensor:
@@ -118,8 +116,9 @@ def test_iw_below_elbo_for_k_above_one():
 )
 def test_kl_is_nonnegative_and_matches_monte_carlo(means, logvars):
     dim = min(len(means), len(logvars))
-    q = DiagonalGaussian(torch.tensor([means[:dim]], dtype=torch.float64),
-                         torch.tensor([logvars[:dim]], dtype=torch.float64))
+    q = DiagonalGaussian(
+        torch.tensor([means[:dim]], dtype=torch.float64), torch.tensor([logvars[:dim]], dtype=torch.float64)
+    )
     kl = q.kl()
     assert torch.all(kl >= 0)
     torch.manual_seed(0)

@@ -66,11 +66,17 @@ def test_save_and_load_round_trip_with_tokenizer(tmp_path):
 
 
 def _trainer(tmp_path, **train) -> Trainer:
-    recipe = Recipe.model_validate({
-        "data": {"train": "unused", "valid": "unused", "batch_size": 2},
-        "model": SMALL,
-        "train": {"epochs": 50, "lr_decay": {"patience": 2, "start_epoch": 3, "max_decays": 2, "factor": 0.5}, **train},
-    })
+    recipe = Recipe.model_validate(
+        {
+            "data": {"train": "unused", "valid": "unused", "batch_size": 2},
+            "model": SMALL,
+            "train": {
+                "epochs": 50,
+                "lr_decay": {"patience": 2, "start_epoch": 3, "max_decays": 2, "factor": 0.5},
+                **train,
+            },
+        }
+    )
     model = build_model(recipe.model, 30)
     tokenizer = WordTokenizer.from_vocab([f"w{i}" for i in range(26)])
     return Trainer(recipe, model, tokenizer, TokenizedSplit(DOCS), TokenizedSplit(DOCS), tmp_path)
@@ -94,7 +100,7 @@ def test_lr_decay_restores_best_and_stops_after_max_decays(tmp_path):
     assert st.best_val == 9.0 and st.best_epoch == 2
     assert st.decays == 2 and st.stopped_early  # epochs 4 (2 without improvement) and 6
     assert st.lr == pytest.approx(0.25)
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.25)
+    assert trainer.update.optimizer.param_groups[0]["lr"] == pytest.approx(0.25)
     trainer._finish()
     for key, value in trainer.model.state_dict().items():
         assert torch.equal(value, weights_at_best[key]), key
@@ -113,7 +119,7 @@ def test_no_decay_before_start_epoch(tmp_path):
 def test_fit_lowers_validation_loss(tmp_path):
     trainer = _trainer(tmp_path, epochs=5, val_latent_metrics=True)
     trainer.recipe.optim.lr = 0.5
-    trainer.optimizer = trainer._new_optimizer(0.5)
+    trainer.update.set_lr(0.5)
     trainer.fit()
     epochs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"epoch"' in x]
     epochs = [e for e in epochs if e["kind"] == "epoch"]

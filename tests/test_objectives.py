@@ -7,7 +7,6 @@ import torch
 
 from textvae.config import ObjectiveConfig, ScheduleConfig
 from textvae.data.batching import collate
-from textvae.models.model import LatentVariableOutput
 from textvae.objectives import build_objective
 from textvae.objectives.schedules import make_schedule
 
@@ -36,16 +35,32 @@ def test_cyclical_schedule_rises_holds_and_restarts():
     assert weight(65) == pytest.approx(0.5)
 
 
+class FixedPosterior:
+    def __init__(self, kl: torch.Tensor) -> None:
+        self._kl = kl
+
+    def rsample(self, n: int = 1) -> torch.Tensor:
+        return torch.zeros(self._kl.shape[0], n, self._kl.shape[1])
+
+    def kl(self) -> torch.Tensor:
+        return self._kl
+
+
 class FixedModel(torch.nn.Module):
     """Returns preset log-likelihoods and per-dimension KLs (with gradients) for any batch."""
+
+    has_latent = True
 
     def __init__(self, log_lik: torch.Tensor, kl: torch.Tensor) -> None:
         super().__init__()
         self.log_lik = torch.nn.Parameter(log_lik)
         self.kl = torch.nn.Parameter(kl)
 
-    def forward(self, tokens, lengths, n_samples: int = 1):
-        return LatentVariableOutput(log_likelihood=self.log_lik, kl=self.kl)
+    def encode(self, tokens, lengths) -> FixedPosterior:
+        return FixedPosterior(self.kl)
+
+    def log_likelihood(self, tokens, z) -> torch.Tensor:
+        return self.log_lik
 
 
 def _batch():
@@ -75,8 +90,11 @@ def test_free_bits_stops_gradient_below_target():
 
 def test_language_model_loss_is_reconstruction_only():
     class LM(torch.nn.Module):
-        def forward(self, tokens, lengths, n_samples=1):
-            return LatentVariableOutput(log_likelihood=torch.tensor([[-4.0], [-6.0]]))
+        has_latent = False
+
+        def log_likelihood(self, tokens, z):
+            assert z is None
+            return torch.tensor([[-4.0], [-6.0]])
 
     out = build_objective(ObjectiveConfig(), 10, 1)(LM(), _batch(), step=0)
     assert out.loss.item() == pytest.approx(5.0) and out.terms["kl"] == 0.0

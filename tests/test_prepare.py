@@ -30,8 +30,9 @@ def sha256(data: bytes) -> str:
 
 def doc_lines(tag: str, n: int) -> bytes:
     """n distinct documents; one has a \\r inside, which must survive byte for byte."""
-    return b"".join(f"{tag} doc {i} w{i % 7} \r x\n".encode() if i == 3 else f"{tag} doc {i} w{i % 7}\n".encode()
-                    for i in range(n))
+    return b"".join(
+        f"{tag} doc {i} w{i % 7} \r x\n".encode() if i == 3 else f"{tag} doc {i} w{i % 7}\n".encode() for i in range(n)
+    )
 
 
 def put(folder: Path, name: str, data: bytes, gz: bool) -> None:
@@ -81,7 +82,11 @@ def test_yahoo_mini_splits_are_byte_identical(tmp_path: Path, yahoo_dir: Path, y
     assert (out / "vocab.txt").read_bytes() == yahoo_files["vocab.txt"]
     m = manifest(out)
     assert {k: v["lines"] for k, v in m["outputs"].items()} == {
-        "train.txt": 9000, "valid.txt": 1000, "test.txt": 40, "vocab.txt": 4}
+        "train.txt": 9000,
+        "valid.txt": 1000,
+        "test.txt": 40,
+        "vocab.txt": 4,
+    }
     assert m["outputs"]["test.txt"]["sha256"] == sha256(yahoo_files["yahoo.test.txt"])
     assert all(rec["verified"] for rec in m["inputs"].values())
     assert m["source"] == {"kind": "local folder", "path": str(yahoo_dir.resolve())}
@@ -102,9 +107,7 @@ def test_missing_train_split_names_file_and_suggests_mini(tmp_path: Path, yahoo_
     assert not (tmp_path / "out").exists()
 
 
-def test_full_yahoo_with_git_blob_digest(
-    tmp_path: Path, yahoo_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_full_yahoo_with_git_blob_digest(tmp_path: Path, yahoo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     train = doc_lines("train", 30)
     put(yahoo_dir, "yahoo.train.txt", train, gz=False)
     blob = hashlib.sha1(b"blob %d\0" % len(train) + train).hexdigest()
@@ -142,10 +145,13 @@ def test_download_path_with_file_url_and_cache(
     tmp_path: Path, yahoo_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The URL path end to end, on a file:// URL: stream to the cache, extract from the archive."""
-    archive = make_tar(tmp_path / "datasets.tar.gz", {
-        **{f"datasets/yahoo_data/{name}": data for name, data in yahoo_files.items()},
-        "datasets/yelp_data/vocab.txt": b"not the yahoo vocab\n",
-    })
+    archive = make_tar(
+        tmp_path / "datasets.tar.gz",
+        {
+            **{f"datasets/yahoo_data/{name}": data for name, data in yahoo_files.items()},
+            "datasets/yelp_data/vocab.txt": b"not the yahoo vocab\n",
+        },
+    )
     spec = prepare.get_spec("yahoo-mini")
     remote = dataclasses.replace(spec.remote, url=archive.as_uri())
     monkeypatch.setitem(prepare._REGISTRY, "yahoo-mini", dataclasses.replace(spec, remote=remote))
@@ -171,8 +177,11 @@ def test_local_archive_source_and_synthetic_split_semantics(tmp_path: Path, monk
 
 @pytest.mark.parametrize(
     ("name", "source", "message"),
-    [("nope", None, "unknown dataset 'nope'"), ("synthetic-generated", Path("."), "no --from"),
-     ("ptb", Path("/does/not/exist"), "does not exist")],
+    [
+        ("nope", None, "unknown dataset 'nope'"),
+        ("synthetic-generated", Path("."), "no --from"),
+        ("ptb", Path("/does/not/exist"), "does not exist"),
+    ],
 )
 def test_user_errors(tmp_path: Path, name: str, source: Path | None, message: str) -> None:
     with pytest.raises(TextVAEError, match=message):
@@ -232,7 +241,8 @@ def test_real_ptb_and_yahoo_mini(tmp_path: Path) -> None:
     ptb = manifest(prepare_dataset("ptb", tmp_path / "ptb", source=SHARED / "ptb"))["outputs"]
     assert [ptb[f]["lines"] for f in SPLIT_FILES] == [42_068, 3_370, 3_761]
     assert [ptb[f]["sha256"] for f in SPLIT_FILES] == [
-        prepare.KNOWN_DIGESTS[f"ptb/ptb.{s}.txt"].removeprefix("sha256:") for s in ("train", "valid", "test")]
+        prepare.KNOWN_DIGESTS[f"ptb/ptb.{s}.txt"].removeprefix("sha256:") for s in ("train", "valid", "test")
+    ]
     mini = manifest(prepare_dataset("yahoo-mini", tmp_path / "mini", source=SHARED / "yahoo"))
     assert [mini["outputs"][f]["lines"] for f in SPLIT_FILES] == [9_000, 1_000, 10_000]
     assert mini["outputs"]["test.txt"]["sha256"] == prepare.KNOWN_DIGESTS["yahoo/yahoo.test.txt"].split(":")[1]

@@ -14,10 +14,14 @@ from textvae.config import Recipe, load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 DATASETS = ("synthetic", "ptb", "yahoo", "yelp", "yahoo-mini")
-METHODS = ("lm", "vanilla", "anneal", "beta0.2", "beta0.4", "freebits", "cyclical")
+OBJECTIVE_METHODS = ("lm", "vanilla", "anneal", "beta0.2", "beta0.4", "freebits", "cyclical")
+# update-rule methods: `base:` the objective method they extend, plus their `update:` (and SA-VAE's epochs)
+UPDATE_METHODS = {"aggressive": "vanilla", "aggressive-anneal": "anneal", "savae": "vanilla", "savae-anneal": "anneal"}
+METHODS = OBJECTIVE_METHODS + tuple(UPDATE_METHODS)
 HE_ET_AL = ("yahoo", "yelp")  # He et al. 2019, Table 1
 # What a method file may set on top of its dataset's _base.yaml.
 METHOD_KEYS = {"base", "name", "description", "objective", "model"}
+UPDATE_METHOD_KEYS = {"base", "name", "description", "update", "train"}
 
 
 def recipe_files() -> list[Path]:
@@ -52,6 +56,11 @@ def test_recipe_loads_and_validates(path: Path):
 @pytest.mark.parametrize("path", recipe_files(), ids=lambda p: str(p.relative_to(RECIPES)))
 def test_method_file_inherits_the_dataset_base(path: Path):
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if path.stem in UPDATE_METHODS:
+        assert raw["base"] == f"{UPDATE_METHODS[path.stem]}.yaml"
+        assert set(raw) <= UPDATE_METHOD_KEYS, set(raw) - UPDATE_METHOD_KEYS
+        assert set(raw.get("train", {})) <= {"epochs"}
+        return
     assert raw["base"] == "_base.yaml"
     assert set(raw) <= METHOD_KEYS, set(raw) - METHOD_KEYS
     if "model" in raw:
@@ -68,11 +77,16 @@ def test_he_et_al_published_values(dataset: str):
         assert (r.model.init_scale, r.model.embed_init_scale) == (0.01, 0.1)
         assert (r.optim.type, r.optim.lr, r.optim.momentum, r.optim.clip) == ("sgd", 1.0, 0.0, 5.0)
         assert r.data.batch_size == 32
-        assert r.train.epochs == 100
+        assert r.train.epochs == (30 if method.startswith("savae") else 100)  # REFERENCE.md: SA-VAE 30
         assert r.train.seed == 783435
         decay = r.train.lr_decay
         assert (decay.enabled, decay.factor, decay.patience, decay.start_epoch, decay.max_decays) == (
-            True, 0.5, 2, 15, 5)
+            True,
+            0.5,
+            2,
+            15,
+            5,
+        )
         assert r.eval.iw_samples == 500
         assert r.eval.mi_batch_size == 32  # text.py: calc_mi over batches of args.batch_size
 
@@ -122,7 +136,25 @@ def test_freebits_and_cyclical(dataset: str):
     assert freebits.objective.kl_schedule.type == "linear" and freebits.objective.kl_schedule.start == 0.0
     cyclical = recipe(dataset, "cyclical").objective.kl_schedule
     assert (cyclical.type, cyclical.cycles, cyclical.ratio, cyclical.start, cyclical.end) == (
-        "cyclical", 4, 0.5, 0.0, 1.0)
+        "cyclical",
+        4,
+        0.5,
+        0.0,
+        1.0,
+    )
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_update_rule_methods_carry_the_published_settings(dataset: str):
+    for method, objective_method in UPDATE_METHODS.items():
+        r, base = recipe(dataset, method), recipe(dataset, objective_method)
+        assert r.objective == base.objective and r.model == base.model and r.optim == base.optim
+        if method.startswith("aggressive"):  # He et al. 2019, Algorithm 1 and text.py
+            assert (r.update.type, r.update.max_inner_steps, r.update.check_every) == ("aggressive", 100, 15)
+            assert r.update.switch_off == "mi" and r.train == base.train
+        else:  # Kim et al. 2018, harvardnlp/sa-vae text.py
+            svi = r.update.svi
+            assert (r.update.type, svi.steps, svi.lr, svi.momentum, svi.clip) == ("savae", 20, 1.0, 0.5, 5.0)
 
 
 def test_synthetic_follows_config_synthetic():

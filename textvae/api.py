@@ -76,8 +76,13 @@ def train(
     model = build_model(recipe.model, tokenizer.vocab_size)
     logger.info("model: %s, %d parameters", recipe.model.type, sum(p.numel() for p in model.parameters()))
     trainer = Trainer(
-        recipe, model, tokenizer, TokenizedSplit.from_dataset(splits["train"]),
-        TokenizedSplit.from_dataset(splits["valid"]), run_dir, callbacks,
+        recipe,
+        model,
+        tokenizer,
+        TokenizedSplit.from_dataset(splits["train"]),
+        TokenizedSplit.from_dataset(splits["valid"]),
+        run_dir,
+        callbacks,
     )
     trainer.fit()
     return Run(run_dir, recipe, model.eval(), tokenizer)
@@ -98,18 +103,25 @@ def load_run(run_dir: Path, device: str = "cpu") -> Run:
     return Run(run_dir, recipe, model, tokenizer)
 
 
-def evaluate_run(
-    run: Run, split: str = "test", iw_samples: int | None = None, limit: int | None = None
-) -> dict:
+def evaluate_run(run: Run, split: str = "test", iw_samples: int | None = None, limit: int | None = None) -> dict:
     """Run the evaluation protocol on a split of the run's data; returns the eval.json dict."""
     cfg = run.recipe.eval.model_copy(
         update={k: v for k, v in {"iw_samples": iw_samples, "limit": limit}.items() if v is not None}
     )
+    if cfg.svi is None and run.recipe.update.type == "savae":  # SA-VAE: test-time SVI as in training
+        cfg = cfg.model_copy(update={"svi": run.recipe.update.svi})
     if getattr(run.recipe.data, split) is None:
         raise TextVAEError(f"data.{split}: the recipe names no {split} file")
     splits, _, _ = prepare_corpus(run.recipe.data, run.tokenizer, splits=(split,))
     data = TokenizedSplit.from_dataset(splits[split], limit=cfg.limit)
     metrics = evaluate(run.model, data, run.recipe.data.eval_batch_size, cfg)
-    metrics.update({"split": split, "limit": cfg.limit, "model_type": run.recipe.model.type,
-                    "latent_dim": run.model.latent_dim, "recipe": run.recipe.name})
+    metrics.update(
+        {
+            "split": split,
+            "limit": cfg.limit,
+            "model_type": run.recipe.model.type,
+            "latent_dim": run.model.latent_dim,
+            "recipe": run.recipe.name,
+        }
+    )
     return metrics

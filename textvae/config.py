@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -76,8 +76,47 @@ class ObjectiveConfig(Section):
     free_bits: float | None = Field(None, ge=0)  # per-dimension KL target (nats), Kingma et al. 2016
 
 
-class UpdateConfig(Section):
+class JointUpdateConfig(Section):
+    """One gradient step on encoder and decoder together."""
+
     type: Literal["joint"] = "joint"
+
+
+class AggressiveUpdateConfig(Section):
+    """He et al. 2019, Algorithm 1: encoder-only inner steps before each decoder step."""
+
+    type: Literal["aggressive"]
+    max_inner_steps: int = Field(100, gt=0)  # encoder-only steps per decoder step, at most
+    check_every: int = Field(15, gt=0)  # stop the inner loop when the loss over this many steps stops falling
+    switch_off: Literal["mi", "never"] = "mi"  # "mi": off for good when validation MI stops increasing
+    encoder_lr: float | None = Field(None, gt=0)  # defaults to optim.lr (He et al.: both 1.0)
+    # inner-loop batches: random runs of similar-length documents (little padding), or documents
+    # drawn uniformly as He et al.'s data_sample does (padding to the longest of 32 random documents)
+    inner_batches: Literal["similar_length", "uniform"] = "similar_length"
+
+
+class SVIConfig(Section):
+    """Stochastic variational inference on the posterior parameters (Kim et al. 2018)."""
+
+    steps: int = Field(20, gt=0)
+    lr: float = Field(1.0, gt=0)
+    momentum: float = Field(0.5, ge=0, lt=1)
+    clip: float | None = Field(5.0, gt=0)  # per-document gradient-norm clip
+    hvp: Literal["exact", "finite_difference"] = "exact"  # finite differences work with cuDNN LSTMs
+    fd_eps: float = Field(1e-3, gt=0)  # finite-difference step in λ (central; float32: ~3e-4 relative error)
+
+
+class SemiAmortizedUpdateConfig(Section):
+    """SA-VAE (Kim et al. 2018): SVI from the encoder's output; gradients through the unrolled steps."""
+
+    type: Literal["savae"]
+    svi: SVIConfig = SVIConfig()
+
+
+UpdateConfig = Annotated[
+    JointUpdateConfig | AggressiveUpdateConfig | SemiAmortizedUpdateConfig, Field(discriminator="type")
+]
+UPDATE_TYPES = ("joint", "aggressive", "savae")
 
 
 class OptimConfig(Section):
@@ -98,6 +137,15 @@ class LRDecayConfig(Section):
     max_decays: int = Field(5, ge=1)
 
 
+class PosteriorMeanPlotConfig(Section):
+    """He et al. 2019 Fig. 2: approximate vs model posterior means during training (1-d or 2-d latents)."""
+
+    points: int = Field(500, gt=0)  # validation documents plotted
+    at_steps: list[int] = [0, 200, 1000, 4000]  # update steps to snapshot at; the end of training is added
+    grid_size: int = Field(41, ge=3)  # grid points per latent dimension for the numerical integration
+    extent: float = Field(4.0, gt=0)  # the grid covers [-extent, extent] in every dimension
+
+
 class TrainConfig(Section):
     epochs: int = Field(100, gt=0)
     seed: int = 783435
@@ -106,6 +154,7 @@ class TrainConfig(Section):
     lr_decay: LRDecayConfig = LRDecayConfig()
     val_latent_metrics: bool = True  # MI and AU on the validation set each epoch
     max_steps: int | None = Field(None, gt=0)  # stop early (smoke tests)
+    posterior_mean_plot: PosteriorMeanPlotConfig | None = None
 
 
 class EvalConfig(Section):
@@ -116,6 +165,9 @@ class EvalConfig(Section):
     au_threshold: float = Field(0.01, gt=0)
     limit: int | None = Field(None, gt=0)  # evaluate the first N documents only
     seed: int = 0
+    # Also report IW-NLL with the posterior refined by SVI at test time (`iw_nll_svi`), as Kim et al.
+    # None: only for SA-VAE runs, with the training SVI settings.
+    svi: SVIConfig | None = None
 
 
 class Recipe(Section):
@@ -124,7 +176,7 @@ class Recipe(Section):
     data: DataConfig
     model: ModelConfig = ModelConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
-    update: UpdateConfig = UpdateConfig()
+    update: UpdateConfig = JointUpdateConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
@@ -133,6 +185,10 @@ class Recipe(Section):
     def _lm_has_no_latent_objective(self) -> Recipe:
         if self.model.type == "lstm_lm" and self.objective.free_bits is not None:
             raise ValueError("objective.free_bits has no meaning for a language model (model.type: lstm_lm)")
+        if self.train.posterior_mean_plot is not None and self.model.latent_dim not in (1, 2):
+            raise ValueError(
+                f"train.posterior_mean_plot needs a 1-d or 2-d latent (model.latent_dim is {self.model.latent_dim})"
+            )
         return self
 
 
@@ -208,7 +264,10 @@ def _nest(parts: list[str], value: Any) -> dict[str, Any]:
 
 def _format_validation_error(source: str, err: ValidationError) -> str:
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = list(first["loc"])
+    if len(loc) > 1 and loc[0] == "update" and loc[1] in UPDATE_TYPES:
+        del loc[1]  # the union's tag is not a key the user wrote
+    key = ".".join(str(p) for p in loc) or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":
         message = "unknown key"

@@ -68,8 +68,11 @@ def main() -> None:
         if debug:
             raise
         first = str(err).splitlines()[0] if str(err) else ""
-        typer.secho(f"error: {type(err).__name__}: {first} (set TEXTVAE_DEBUG=1 for the traceback)",
-                    fg=typer.colors.RED, err=True)
+        typer.secho(
+            f"error: {type(err).__name__}: {first} (set TEXTVAE_DEBUG=1 for the traceback)",
+            fg=typer.colors.RED,
+            err=True,
+        )
         sys.exit(1)
 
 

@@ -12,16 +12,18 @@ from rich.table import Table
 from textvae.cli.app import quiet_libraries, setup_logging
 
 TABLE_KEYS = ("iw_nll", "elbo_nll", "rec", "kl", "iw_ppl", "ppl", "mi", "au")
+SVI_KEYS = ("iw_nll_svi", "iw_ppl_svi")  # shown when some run has them (test-time SVI)
 
 
 def metrics_table(rows: dict[str, dict], title: str = "") -> Table:
-    """One row per run: IW-NLL, ELBO-NLL, KL, PPL, MI, AU."""
+    """One row per run: IW-NLL, ELBO-NLL, KL, PPL, MI, AU (and IW-NLL and PPL with test-time SVI)."""
+    keys = TABLE_KEYS + tuple(key for key in SVI_KEYS if any(key in m for m in rows.values()))
     table = Table(title=title)
     table.add_column("run")
-    for key in TABLE_KEYS:
+    for key in keys:
         table.add_column(key, justify="right")
     for name, m in rows.items():
-        table.add_row(name, *(_fmt(m.get(key)) for key in TABLE_KEYS))
+        table.add_row(name, *(_fmt(m.get(key)) for key in keys))
     return table
 
 
@@ -49,7 +51,8 @@ def evaluate(
 
     `elbo_nll` is reconstruction + KL (one posterior sample); `iw_nll` is the importance-weighted
     bound with k samples (tighter, the number papers report as NLL). PPL = exp(total NLL /
-    predicted tokens), counting </s> and not <s>. Writes RUN_DIR/eval.json.
+    predicted tokens), counting </s> and not <s>. SA-VAE runs (or a recipe's eval.svi) also report
+    `iw_nll_svi`: the same bound with the posterior refined by SVI first. Writes RUN_DIR/eval.json.
     """
     setup_logging()
     quiet_libraries()

@@ -36,8 +36,14 @@ class RichProgress:
         self.sums["tokens"] = 0.98 * self.sums["tokens"] + metrics.get("n_tokens", 0)
         n = max(self.sums["n"], 1e-9)
         ppl = math.exp(min((self.sums["rec"] + self.sums["kl"]) / max(self.sums["tokens"], 1e-9), 700))
-        self.progress.update(self.task, completed=step, epoch=(step - 1) // self.steps_per_epoch + 1,
-                             loss=self.sums["loss"] / n, kl=self.sums["kl"] / n, ppl=ppl)
+        self.progress.update(
+            self.task,
+            completed=step,
+            epoch=(step - 1) // self.steps_per_epoch + 1,
+            loss=self.sums["loss"] / n,
+            kl=self.sums["kl"] / n,
+            ppl=ppl,
+        )
 
     def on_epoch_end(self, epoch: int, metrics: dict) -> None:
         """Epoch summaries are logged by the trainer."""

@@ -13,8 +13,14 @@ QUICKSTART_RECIPE = {
     "name": "quickstart-vae",
     "description": "He et al. (2019) synthetic setting, generated locally: LSTM 50, latent 2, KL annealing",
     "data": {"batch_size": 32, "eval_batch_size": 250},
-    "model": {"type": "lstm_vae", "latent_dim": 2, "embed_dim": 50, "hidden_dim": 50,
-              "dropout_in": 0.0, "dropout_out": 0.0},
+    "model": {
+        "type": "lstm_vae",
+        "latent_dim": 2,
+        "embed_dim": 50,
+        "hidden_dim": 50,
+        "dropout_in": 0.0,
+        "dropout_out": 0.0,
+    },
     "objective": {"type": "elbo", "kl_schedule": {"type": "linear", "start": 0.1, "end": 1.0, "warmup_epochs": 4}},
     "optim": {"type": "adam", "lr": 0.003, "clip": 5.0},
     "train": {"epochs": 8, "log_every": 100, "lr_decay": {"enabled": False}},
@@ -49,12 +55,19 @@ def quickstart(
     base = {**QUICKSTART_RECIPE, "data": {**QUICKSTART_RECIPE["data"], **files}}
     base["train"] = {**base["train"], "epochs": epochs}
     recipes = {
-        "lm": {**base, "name": "quickstart-lm", "description": "the same LSTM decoder without a latent",
-               "model": {**base["model"], "type": "lstm_lm"}},
+        "lm": {
+            **base,
+            "name": "quickstart-lm",
+            "description": "the same LSTM decoder without a latent",
+            "model": {**base["model"], "type": "lstm_lm"},
+        },
         "vae": base,
-        "vae-freebits": {**base, "name": "quickstart-vae-freebits",
-                         "description": "the same VAE with free bits (0.5 nats per latent dimension)",
-                         "objective": {**base["objective"], "free_bits": 0.5}},
+        "vae-freebits": {
+            **base,
+            "name": "quickstart-vae-freebits",
+            "description": "the same VAE with free bits (0.5 nats per latent dimension)",
+            "objective": {**base["objective"], "free_bits": 0.5},
+        },
     }
     results = {}
     for name, recipe_dict in recipes.items():

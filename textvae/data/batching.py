@@ -128,6 +128,32 @@ class TokenizedSplit(torch.utils.data.Dataset):
         return sum(self.lengths) + len(self.ids)
 
 
+class RandomBatches:
+    """Endless fresh random training batches (the inner loop of aggressive training).
+
+    `similar_lengths=True` takes `batch_size` consecutive documents of the length-sorted split from a
+    random start (random documents, little padding); `False` draws documents uniformly (He et al.).
+    """
+
+    def __init__(self, split: TokenizedSplit, batch_size: int, seed: int, similar_lengths: bool = True) -> None:
+        self.split = split
+        self.batch_size = min(batch_size, len(split))
+        self.rng = np.random.default_rng((seed, 1))
+        self.similar_lengths = similar_lengths
+        lengths = np.asarray(split.lengths)
+        self.by_length = self.rng.permutation(len(lengths))
+        self.by_length = self.by_length[np.argsort(lengths[self.by_length], kind="stable")]
+
+    def __call__(self) -> TextBatch:
+        n = len(self.split)
+        if self.similar_lengths:
+            start = int(self.rng.integers(0, n - self.batch_size + 1))
+            indices = self.by_length[start : start + self.batch_size]
+        else:
+            indices = self.rng.choice(n, self.batch_size, replace=False)
+        return collate([self.split[int(i)] for i in indices])
+
+
 def make_loader(
     split: TokenizedSplit, batch_size: int, shuffle: bool, seed: int = 0, bucket: bool = True
 ) -> DataLoader:

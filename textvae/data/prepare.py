@@ -40,9 +40,7 @@ SPLITS = ("train", "valid", "test")
 # the synthetic data in one archive on Google Drive, file id 1yH3Ufj20R06OX1prPMPS6E3fKSG_2MqN
 # (datasets.tar.gz, extracting to datasets/{yahoo_data,yelp_data,synthetic_data,omniglot_data}/).
 HE_ET_AL_DRIVE_ID = "1yH3Ufj20R06OX1prPMPS6E3fKSG_2MqN"
-HE_ET_AL_URL = (
-    f"https://drive.usercontent.google.com/download?id={HE_ET_AL_DRIVE_ID}&export=download&confirm=t"
-)
+HE_ET_AL_URL = f"https://drive.usercontent.google.com/download?id={HE_ET_AL_DRIVE_ID}&export=download&confirm=t"
 HE_ET_AL_REFERENCE = (
     "jxhe/vae-lagging-encoder prepare_data.py (He et al. 2019 datasets.tar.gz, "
     f"https://drive.google.com/uc?export=download&id={HE_ET_AL_DRIVE_ID})"
@@ -271,10 +269,12 @@ GENERATED_SIZES = {"train": 16_000, "valid": 2_000, "test": 2_000}
 )
 def _synthetic_generated(files: dict[str, list[bytes]]) -> dict[str, Output]:
     splits = synthetic.synthetic_splits(synthetic.DEFAULT_SEED, *GENERATED_SIZES.values())
-    return _outputs(**{
-        key: ([f"{line}\n".encode() for line in lines], f"generated (seed {synthetic.DEFAULT_SEED})")
-        for key, lines in splits.items()
-    })
+    return _outputs(
+        **{
+            key: ([f"{line}\n".encode() for line in lines], f"generated (seed {synthetic.DEFAULT_SEED})")
+            for key, lines in splits.items()
+        }
+    )
 
 
 # --- reading and verifying inputs ---------------------------------------------------------------
@@ -446,8 +446,13 @@ def write_output(path: Path, output: Output, labelled: bool) -> dict[str, Any]:
     data = b"".join(output.lines)
     path.write_bytes(data)
     tokens = sum(_tokens(line, labelled) for line in output.lines)
-    return {"from": output.origin, "sha256": _sha256(data), "bytes": len(data),
-            "lines": len(output.lines), "tokens": tokens}
+    return {
+        "from": output.origin,
+        "sha256": _sha256(data),
+        "bytes": len(data),
+        "lines": len(output.lines),
+        "tokens": tokens,
+    }
 
 
 def _check_target(out_dir: Path, overwrite: bool) -> None:

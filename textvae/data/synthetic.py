@@ -74,9 +74,7 @@ class RandomLatentLSTM:
         h = torch.sigmoid(o) * torch.tanh(c)
         return h @ self.w_out.T + z @ self.w_z_out.T, h, c
 
-    def sample(
-        self, z: torch.Tensor, length: int, temperature: float, generator: torch.Generator
-    ) -> torch.Tensor:
+    def sample(self, z: torch.Tensor, length: int, temperature: float, generator: torch.Generator) -> torch.Tensor:
         """Sample one sequence of `length` tokens per row of z."""
         n = z.shape[0]
         token = torch.randint(self.vocab_size, (n,), generator=generator)
@@ -127,8 +125,7 @@ def sample_synthetic(
         z, component = z.float(), torch.full((n,), -1, dtype=torch.long)
     with torch.no_grad():
         chunks = [
-            model.sample(z[start : start + CHUNK], length, temperature, generator)
-            for start in range(0, n, CHUNK)
+            model.sample(z[start : start + CHUNK], length, temperature, generator) for start in range(0, n, CHUNK)
         ]
     tokens = torch.cat(chunks) if chunks else torch.empty(0, length, dtype=torch.long)
     logger.debug("sampled %d synthetic sequences (seed %d)", n, seed)

@@ -147,7 +147,10 @@ def tokenize_splits(
         if st.truncated or st.dropped_overlong:
             logger.info(
                 "%s: %d documents truncated, %d dropped (max_length=%s)",
-                name, st.truncated, st.dropped_overlong, cfg.max_length,
+                name,
+                st.truncated,
+                st.dropped_overlong,
+                cfg.max_length,
             )
         out[name] = kept.remove_columns([c for c in ("keep", "truncated", "text") if c in kept.column_names])
         stats[name] = st

@@ -33,11 +33,16 @@ def latent_metrics(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfi
 
 
 def evaluate(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig, iw: bool = True) -> dict:
-    """elbo_nll, iw_nll, ppl, iw_ppl, kl, mi, au and the counts behind them, as one flat dict."""
+    """elbo_nll, iw_nll, ppl, iw_ppl, kl, mi, au and the counts behind them, as one flat dict.
+
+    With `cfg.svi` set (and a latent), also iw_nll_svi and iw_ppl_svi: IW with the SVI-refined posterior.
+    """
     loader = make_loader(split, batch_size, shuffle=False)
     metrics = elbo_nll(model, loader, seed=cfg.seed)
     if iw:
         metrics.update(iw_nll(model, loader, k=cfg.iw_samples, chunk=cfg.iw_chunk, seed=cfg.seed))
+        if cfg.svi is not None and model.has_latent:
+            metrics.update(iw_nll(model, loader, k=cfg.iw_samples, chunk=cfg.iw_chunk, seed=cfg.seed, refine=cfg.svi))
     metrics.update(latent_metrics(model, split, batch_size, cfg))
     return metrics
 

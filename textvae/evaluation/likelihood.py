@@ -1,6 +1,7 @@
 """Likelihood metrics at β = 1: `elbo_nll` (reconstruction + KL) and `iw_nll` (importance-weighted bound).
 
 Both are per-document means in nats; PPL = exp(total NLL / predicted tokens), `</s>` counted, `<s>` not.
+`iw_nll` can also sample from the encoder's posterior refined by SVI (Kim et al. 2018): `iw_nll_svi`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import math
 import torch
 from torch.utils.data import DataLoader
 
+from textvae.config import SVIConfig
 from textvae.evaluation.common import model_device, seeded
+from textvae.inference.svi import refine as run_svi
+from textvae.models.posteriors import DiagonalGaussian
 
 LOGIT_BUDGET = 2**26  # logits held at once (floats) when batching samples x documents
 
@@ -46,23 +50,43 @@ def elbo_nll(model, loader: DataLoader, n_samples: int = 1, seed: int = 0) -> di
     }
 
 
-def _rows_within_budget(seq_len: int, vocab: int) -> int:
-    return max(1, LOGIT_BUDGET // max(1, seq_len * vocab))
+def rows_within_budget(seq_len: int, width: int) -> int:
+    """Rows of `seq_len` x `width` floats that fit in LOGIT_BUDGET (at least one)."""
+    return max(1, LOGIT_BUDGET // max(1, seq_len * width))
 
 
-def iw_log_marginal(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+def svi_posterior(model, tokens: torch.Tensor, posterior: DiagonalGaussian, cfg: SVIConfig) -> DiagonalGaussian:
+    """q(z|x) refined by SVI on each document's -log p(x|z) + KL (β = 1, one z per step) from `posterior`."""
+
+    def neg_elbo(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        q = DiagonalGaussian(mean, logvar)
+        return -model.log_likelihood(tokens, q.rsample(1))[:, 0] + q.kl().sum(-1)
+
+    with torch.backends.cudnn.flags(enabled=False):  # cuDNN's LSTM backward needs training mode
+        refined = run_svi(neg_elbo, posterior.mean, posterior.logvar, cfg)
+    return DiagonalGaussian(refined.mean, refined.logvar)
+
+
+def iw_log_marginal(
+    model, tokens: torch.Tensor, lengths: torch.Tensor, k: int, chunk: int, refine: SVIConfig | None = None
+) -> torch.Tensor:
     """log p(x) ≈ logsumexp_i [log p(x|z_i) + log p(z_i) - log q(z_i|x)] - log k, z_i ~ q(z|x); [B].
 
-    Decoder passes hold at most LOGIT_BUDGET logits: documents x samples per pass are chosen to fit.
+    With `refine`, q is the encoder's posterior refined by `svi_posterior`. Decoder passes hold at most
+    LOGIT_BUDGET logits: documents x samples per pass are chosen to fit.
     """
     if not model.has_latent:
         return model.log_likelihood(tokens, None)[:, 0]
-    rows = _rows_within_budget(tokens.shape[1], model.config.vocab_size)
+    rows = rows_within_budget(tokens.shape[1], model.config.vocab_size)
     if tokens.shape[0] > rows:  # even one sample per document would not fit: split the documents
-        parts = [iw_log_marginal(model, tokens[i : i + rows], lengths[i : i + rows], k, chunk)
-                 for i in range(0, tokens.shape[0], rows)]
+        parts = [
+            iw_log_marginal(model, tokens[i : i + rows], lengths[i : i + rows], k, chunk, refine)
+            for i in range(0, tokens.shape[0], rows)
+        ]
         return torch.cat(parts)
     posterior = model.encode(tokens, lengths)
+    if refine is not None:
+        posterior = svi_posterior(model, tokens, posterior, refine)
     step = max(1, min(chunk, rows // tokens.shape[0]))
     log_w = []
     for start in range(0, k, step):
@@ -71,9 +95,15 @@ def iw_log_marginal(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int, 
     return torch.logsumexp(torch.cat(log_w, dim=1), dim=1) - math.log(k)
 
 
-@torch.inference_mode()
-def iw_nll(model, loader: DataLoader, k: int = 500, chunk: int = 500, seed: int = 0) -> dict[str, float]:
-    """Importance-weighted NLL (Burda et al. 2016) with k posterior samples, evaluated in chunks."""
+@torch.no_grad()  # not inference mode: test-time SVI differentiates with respect to the posterior
+def iw_nll(
+    model, loader: DataLoader, k: int = 500, chunk: int = 500, seed: int = 0, refine: SVIConfig | None = None
+) -> dict[str, float]:
+    """Importance-weighted NLL (Burda et al. 2016) with k posterior samples, evaluated in chunks.
+
+    Returns `iw_nll` and `iw_ppl`; with `refine`, the proposal is the SVI-refined posterior and the
+    keys are `iw_nll_svi` and `iw_ppl_svi` instead (both with `iw_samples`).
+    """
     model.eval()
     device = model_device(model)
     total = 0.0
@@ -81,7 +111,8 @@ def iw_nll(model, loader: DataLoader, k: int = 500, chunk: int = 500, seed: int 
     with seeded(seed, device):
         for batch in loader:
             batch = batch.to(device)
-            total -= iw_log_marginal(model, batch.tokens, batch.lengths, k, chunk).sum().item()
+            total -= iw_log_marginal(model, batch.tokens, batch.lengths, k, chunk, refine).sum().item()
             n_docs += len(batch)
             n_tokens += batch.n_predicted
-    return {"iw_nll": total / n_docs, "iw_ppl": _ppl(total, n_tokens), "iw_samples": k}
+    suffix = "" if refine is None else "_svi"
+    return {f"iw_nll{suffix}": total / n_docs, f"iw_ppl{suffix}": _ppl(total, n_tokens), "iw_samples": k}

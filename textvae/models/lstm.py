@@ -67,14 +67,18 @@ class LSTMDecoder(nn.Module):
         c0 = self.init_state(z).unsqueeze(0)
         return torch.tanh(c0), c0
 
-    def logits(self, inputs: torch.Tensor, z: torch.Tensor | None, state=None):
-        """Next-token logits [N, T, V] for inputs [N, T] with one z [N, Z] per row; returns (logits, state)."""
+    def hidden(self, inputs: torch.Tensor, z: torch.Tensor | None, state=None):
+        """The LSTM's outputs [N, T, H] for inputs [N, T] with one z [N, Z] per row; returns (outputs, state)."""
         emb = self.dropout_in(self.embed(inputs))
         if z is not None and self.latent_dim:
             emb = torch.cat([emb, z.unsqueeze(1).expand(-1, emb.shape[1], -1)], dim=-1)
         if state is None:
             state = self.initial_state(z, inputs.shape[0])
-        out, state = self.lstm(emb, state)
+        return self.lstm(emb, state)
+
+    def logits(self, inputs: torch.Tensor, z: torch.Tensor | None, state=None):
+        """Next-token logits [N, T, V] for inputs [N, T] with one z [N, Z] per row; returns (logits, state)."""
+        out, state = self.hidden(inputs, z, state)
         return self.output(self.dropout_out(out)), state
 
     def log_prob(self, tokens: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:

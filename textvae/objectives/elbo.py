@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import torch
+
 from textvae.config import ObjectiveConfig
 from textvae.data.batching import TextBatch
+from textvae.models.posteriors import DiagonalGaussian
 from textvae.objectives.base import ObjectiveOutput, objective
 from textvae.objectives.schedules import Schedule, make_schedule
 
@@ -25,20 +28,32 @@ class ELBO:
         return self.beta * self.schedule(step)
 
     def __call__(self, model, batch: TextBatch, step: int) -> ObjectiveOutput:
-        out = model(batch.tokens, batch.lengths)
-        rec = -out.log_likelihood.mean(1)  # [B]
-        size = len(batch)
-        if out.kl is None:  # language model
-            return ObjectiveOutput(rec.mean(), {"rec": rec.sum().item(), "kl": 0.0, "kl_weight": 0.0, "n": size})
-        kl_dims = out.kl.mean(0)  # [Z]
+        if not model.has_latent:
+            rec = -model.log_likelihood(batch.tokens, None).mean(1)  # [B]
+            return ObjectiveOutput(rec.mean(), {"rec": rec.sum().item(), "kl": 0.0, "kl_weight": 0.0, "n": len(batch)})
+        return self.loss_from_posterior(model, batch, model.encode(batch.tokens, batch.lengths), step)
+
+    def loss_from_posterior(self, model, batch: TextBatch, posterior: DiagonalGaussian, step: int) -> ObjectiveOutput:
+        """The batch loss for a given q(z|x) (the encoder's, or one refined by SVI)."""
+        rec = -model.log_likelihood(batch.tokens, posterior.rsample(1)).mean(1)  # [B]
+        kl = posterior.kl()  # [B, Z]
+        kl_dims = kl.mean(0)  # [Z]
         kl_term = kl_dims.clamp(min=self.free_bits).sum() if self.free_bits is not None else kl_dims.sum()
         weight = self.kl_weight(step)
         loss = rec.mean() + weight * kl_term
-        kl_sum = out.kl.sum().item()
-        return ObjectiveOutput(loss, {"rec": rec.sum().item(), "kl": kl_sum, "kl_weight": weight, "n": size})
+        return ObjectiveOutput(
+            loss, {"rec": rec.sum().item(), "kl": kl.sum().item(), "kl_weight": weight, "n": len(batch)}
+        )
+
+    def example_losses(self, model, batch: TextBatch, posterior: DiagonalGaussian, step: int) -> torch.Tensor:
+        """Per-document loss -log p(x|z) + w·KL with one z ~ q, [B]: what SVI minimises for each document.
+
+        Free bits are a batch-level clamp and have no per-document meaning, so they are left out here.
+        """
+        rec = -model.log_likelihood(batch.tokens, posterior.rsample(1)).mean(1)
+        return rec + self.kl_weight(step) * posterior.kl().sum(-1)
 
 
 @objective("elbo")
 def make_elbo(cfg: ObjectiveConfig, steps_per_epoch: int, epochs: int) -> ELBO:
     return ELBO(cfg.beta, make_schedule(cfg.kl_schedule, steps_per_epoch, epochs), cfg.free_bits)
-

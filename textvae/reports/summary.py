@@ -8,6 +8,8 @@ from pathlib import Path
 import yaml
 
 METRIC_COLUMNS = ("iw_nll", "elbo_nll", "kl", "mi", "au", "iw_ppl", "ppl")
+SVI_COLUMNS = ("iw_nll_svi",)  # shown when some run was evaluated with test-time SVI
+POSTERIOR_PLOT = "posterior_mean.png"  # written by train.posterior_mean_plot
 
 
 def read_metrics_log(run_dir: Path) -> list[dict]:
@@ -30,12 +32,36 @@ def _cell(value) -> str:
 
 def metrics_markdown(rows: dict[str, dict]) -> str:
     """He et al. Table 1 style: one row per run."""
-    head = "| run | " + " | ".join(METRIC_COLUMNS) + " |"
-    rule = "|---|" + "---:|" * len(METRIC_COLUMNS)
+    columns = METRIC_COLUMNS + tuple(c for c in SVI_COLUMNS if any(c in m for m in rows.values()))
+    head = "| run | " + " | ".join(columns) + " |"
+    rule = "|---|" + "---:|" * len(columns)
     lines = [head, rule]
     for name, metrics in rows.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(metrics.get(c)) for c in METRIC_COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(_cell(metrics.get(c)) for c in columns) + " |")
     return "\n".join(lines)
+
+
+def update_rule_summary(run_dir: Path) -> str | None:
+    """Aggressive training: when it was switched off and the encoder steps per decoder step, per epoch."""
+    epochs = [r for r in read_metrics_log(run_dir) if r.get("kind") == "epoch" and "train_inner_steps" in r]
+    if not epochs:
+        return None
+    off = next((r["epoch"] for r in epochs if r.get("aggressive_switched_off")), None)
+    inner = ", ".join(f"{r['train_inner_steps']:.1f}" for r in epochs)
+    state = f"switched off after epoch {off}" if off is not None else "on for the whole run"
+    return f"aggressive training {state}; encoder-only steps per decoder step, per epoch: {inner}"
+
+
+def copy_posterior_plots(runs: dict[str, Path], out: Path) -> list[str]:
+    """Copy each run's posterior-mean plot beside the report; Markdown image lines for them."""
+    lines = []
+    for name, run_dir in runs.items():
+        source = run_dir / POSTERIOR_PLOT
+        if source.is_file():
+            target = out.with_name(f"{out.stem}_{Path(name).name}_{POSTERIOR_PLOT}")
+            target.write_bytes(source.read_bytes())
+            lines += [f"**{name}**", "", f"![posterior means of {name}]({target.name})", ""]
+    return lines
 
 
 def plot_curves(runs: dict[str, Path], out: Path) -> bool:
@@ -89,6 +115,16 @@ def write_report(runs: dict[str, Path], out: Path, title: str = "textvae report"
     curves = out.with_name(f"{out.stem}_curves.png")
     if plot_curves(runs, curves):
         sections += ["## Training curves", "", f"![training curves]({curves.name})", ""]
+    plots = copy_posterior_plots(runs, out)
+    if plots:
+        sections += [
+            "## Posterior mean space (He et al. 2019, Fig. 2)",
+            "",
+            "x: approximate posterior mean E_q[z|x] (encoder); y: model posterior mean E_p[z|x] (numerical "
+            "integration of p(x|z)p(z) on a grid); one point per validation document; columns: training steps.",
+            "",
+            *plots,
+        ]
     sections += ["## Runs", ""]
     for name, run_dir in runs.items():
         recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) if (run_dir / "recipe.yaml").is_file() else {}
@@ -100,6 +136,9 @@ def write_report(runs: dict[str, Path], out: Path, title: str = "textvae report"
             f"{model.get('latent_dim')}), objective {objective.get('type')} β={objective.get('beta')}, KL schedule "
             f"{objective.get('kl_schedule', {}).get('type')}, free bits {objective.get('free_bits')}"
         )
+        rule = update_rule_summary(run_dir)
+        if rule:
+            sections.append(f"  - {rule}")
         kl_dims = (evals.get(name) or {}).get("kl_per_dim")
         if kl_dims:
             sections.append("  - KL per dimension: " + ", ".join(f"{v:.2f}" for v in kl_dims))

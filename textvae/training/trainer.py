@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -16,20 +18,16 @@ import numpy as np
 import torch
 
 from textvae.config import Recipe
-from textvae.data.batching import TokenizedSplit, make_loader
+from textvae.data.batching import RandomBatches, TokenizedSplit, make_loader
 from textvae.data.tokenizers import TextTokenizer
 from textvae.evaluation import latent_metrics
 from textvae.evaluation.likelihood import elbo_nll
 from textvae.objectives import build_objective
 from textvae.training.checkpoint import save_checkpoint
-from textvae.training.updates import UPDATES
+from textvae.training.posterior_tracker import PosteriorMeanTracker
+from textvae.training.updates import UpdateContext, build_update
 
 logger = logging.getLogger(__name__)
-
-OPTIMIZERS = {
-    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
-    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
-}
 
 
 class TrainerCallback(Protocol):
@@ -56,10 +54,21 @@ class TrainerState:
     stopped_early: bool = False
 
 
-def flush_denormals(device: torch.device) -> None:
-    """On CPU, treat denormal floats as zero: tiny LSTM gradients otherwise slow the backward 15-26x."""
+def denormals_flushed() -> bool:
+    return (torch.tensor([1e-30]) * torch.tensor([1e-10])).item() == 0.0
+
+
+@contextlib.contextmanager
+def flush_denormals(device: torch.device) -> Iterator[None]:
+    """On CPU, treat denormal floats as zero (tiny LSTM gradients otherwise slow the backward 15-26x);
+    the process-wide setting is put back afterwards."""
+    before = denormals_flushed()
     if device.type == "cpu":
         torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
 
 
 def seed_everything(seed: int) -> None:
@@ -100,45 +109,61 @@ class Trainer:
         self.run_dir = run_dir
         self.callbacks = callbacks or []
         self.device = torch.device(recipe.train.device)
-        self.loader = make_loader(train, recipe.data.batch_size, shuffle=True, seed=recipe.train.seed,
-                                  bucket=recipe.data.bucket)
+        self.loader = make_loader(
+            train, recipe.data.batch_size, shuffle=True, seed=recipe.train.seed, bucket=recipe.data.bucket
+        )
         self.valid_loader = make_loader(valid, recipe.data.eval_batch_size, shuffle=False)
         self.steps_per_epoch = len(self.loader)
         self.objective = build_objective(recipe.objective, self.steps_per_epoch, recipe.train.epochs)
         self.state = TrainerState(lr=recipe.optim.lr)
-        self.optimizer = self._new_optimizer(recipe.optim.lr)
+        self.model.to(self.device)
+        self.update = build_update(self._update_context())
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
         self._best_weights: dict[str, torch.Tensor] | None = None
+        plot = recipe.train.posterior_mean_plot
+        self.tracker = (
+            None if plot is None else PosteriorMeanTracker(model, valid, plot, recipe.data.eval_batch_size, run_dir)
+        )
 
-    def _new_optimizer(self, lr: float) -> torch.optim.Optimizer:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = OPTIMIZERS[self.recipe.optim.type](params, self.recipe.optim)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        self.update = UPDATES[self.recipe.update.type](self.model, self.objective, optimizer, self.recipe.optim.clip)
-        return optimizer
+    def _update_context(self) -> UpdateContext:
+        cfg = self.recipe
+        similar = getattr(cfg.update, "inner_batches", "similar_length") == "similar_length"
+        random_batches = RandomBatches(self.train_split, cfg.data.batch_size, cfg.train.seed, similar)
+        return UpdateContext(
+            model=self.model,
+            objective=self.objective,
+            optim=cfg.optim,
+            cfg=cfg.update,
+            lr=cfg.optim.lr,
+            sample_batch=lambda: random_batches().to(self.device),
+        )
 
     # -- the loop -----------------------------------------------------------------------------
 
     def fit(self) -> TrainerState:
         cfg = self.recipe.train
         seed_everything(cfg.seed)
-        flush_denormals(self.device)
-        self.model.to(self.device)
+        with flush_denormals(self.device):
+            self._fit()
+        return self.state
+
+    def _fit(self) -> None:
+        cfg = self.recipe.train
         total = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
         for cb in self.callbacks:
             cb.on_train_begin(total, self.steps_per_epoch)
+        self._track_posterior_means()
         while self.state.epoch < cfg.epochs and not self._out_of_steps():
             epoch_metrics = self._train_epoch()
             epoch_metrics.update(self._validate())
+            epoch_metrics.update(self.update.end_epoch(epoch_metrics))
             self.state.epoch += 1
             self._after_epoch(epoch_metrics)
             if self.state.stopped_early:
                 break
         self._finish()
-        return self.state
 
     def _out_of_steps(self) -> bool:
         return self.recipe.train.max_steps is not None and self.state.step >= self.recipe.train.max_steps
@@ -154,24 +179,35 @@ class Trainer:
                 break
             terms = self.update(batch.to(self.device), self.state.step)
             self.state.step += 1
+            plotting = self._track_posterior_means()  # plotting time is not training time
+            started += plotting
+            window.started += plotting
             window.add(terms, batch.n_predicted)
             epoch.add(terms, batch.n_predicted)
             if self.state.step % self.recipe.train.log_every == 0:
-                record = {"kind": "step", "step": self.state.step, "epoch": self.state.epoch,
-                          **window.summary(), "lr": self.state.lr}
+                record = {
+                    "kind": "step",
+                    "step": self.state.step,
+                    "epoch": self.state.epoch,
+                    **window.summary(),
+                    "lr": self.state.lr,
+                }
                 record["tokens_per_s"] = window.tokens / max(1e-9, time.perf_counter() - window.started)
                 self.metrics.write(record)
                 window = _Accumulator()
             for cb in self.callbacks:
                 cb.on_step(self.state.step, {**terms, "n_tokens": batch.n_predicted})
         seconds = time.perf_counter() - started
-        return {**{f"train_{k}": v for k, v in epoch.summary().items()}, "epoch_seconds": seconds,
-                "train_tokens_per_s": epoch.tokens / max(seconds, 1e-9)}
+        return {
+            **{f"train_{k}": v for k, v in epoch.summary().items()},
+            "epoch_seconds": seconds,
+            "train_tokens_per_s": epoch.tokens / max(seconds, 1e-9),
+        }
 
     def _validate(self) -> dict:
         metrics = elbo_nll(self.model, self.valid_loader, seed=self.recipe.eval.seed)
         out = {f"val_{k}": metrics[k] for k in ("elbo_nll", "rec", "kl", "ppl")}
-        if self.recipe.train.val_latent_metrics and self.model.has_latent:
+        if (self.recipe.train.val_latent_metrics or self.update.wants_val_mi) and self.model.has_latent:
             latent = latent_metrics(self.model, self.valid_split, self.recipe.data.eval_batch_size, self.recipe.eval)
             out.update({"val_mi": latent["mi"], "val_au": latent["au"]})
         return out
@@ -189,13 +225,28 @@ class Trainer:
             # st.epoch counts finished epochs; He et al. test their 0-based `epoch >= 15`
             if decay.enabled and st.not_improved >= decay.patience and st.epoch > decay.start_epoch:
                 self._decay_lr()
-        record = {"kind": "epoch", "epoch": st.epoch, "step": st.step, "lr": st.lr, **metrics,
-                  "best_val_elbo_nll": st.best_val, "improved": improved, "lr_decays": st.decays}
+        record = {
+            "kind": "epoch",
+            "epoch": st.epoch,
+            "step": st.step,
+            "lr": st.lr,
+            **metrics,
+            "best_val_elbo_nll": st.best_val,
+            "improved": improved,
+            "lr_decays": st.decays,
+        }
         self.metrics.write(record)
         save_checkpoint(self.run_dir / "checkpoints" / "last", self.model, self.tokenizer, asdict(st))
         latent = f" mi {metrics['val_mi']:.3f} au {metrics['val_au']}" if "val_mi" in metrics else ""
-        logger.info("epoch %d: val elbo_nll %.3f ppl %.2f kl %.3f%s%s", st.epoch, val, metrics["val_ppl"],
-                    metrics["val_kl"], latent, " (best)" if improved else "")
+        logger.info(
+            "epoch %d: val elbo_nll %.3f ppl %.2f kl %.3f%s%s",
+            st.epoch,
+            val,
+            metrics["val_ppl"],
+            metrics["val_kl"],
+            latent,
+            " (best)" if improved else "",
+        )
         for cb in self.callbacks:
             cb.on_epoch_end(st.epoch, record)
 
@@ -207,30 +258,45 @@ class Trainer:
         st.lr *= self.recipe.train.lr_decay.factor
         st.decays += 1
         st.not_improved = 0
-        self.optimizer = self._new_optimizer(st.lr)
+        self.update.set_lr(st.lr)
         logger.info("lr decay %d: lr %.4g, restored epoch %d", st.decays, st.lr, st.best_epoch)
         if st.decays >= self.recipe.train.lr_decay.max_decays:
             st.stopped_early = True
 
+    def _track_posterior_means(self, label: str | None = None) -> float:
+        """Snapshot the posterior means when the plot asks for this step; returns the seconds spent."""
+        if self.tracker is None or (label is None and not self.tracker.wants(self.state.step)):
+            return 0.0
+        before = self.tracker.seconds
+        self.tracker.snapshot(label or f"step {self.state.step}")
+        return self.tracker.seconds - before
+
     def _finish(self) -> None:
+        if self.tracker is not None:
+            self._track_posterior_means(f"end (step {self.state.step})")
+            self.tracker.save()
         if self._best_weights is not None:
             self.model.load_state_dict(self._best_weights)
         (self.run_dir / "trainer_state.json").write_text(json.dumps(asdict(self.state), indent=1))
 
 
 class _Accumulator:
-    """Sums per-batch terms; reports per-document means and a training perplexity."""
+    """Sums per-batch terms; reports per-document means, a training perplexity, per-step means of the rest."""
+
+    PER_DOCUMENT = ("loss", "rec", "kl", "n", "kl_weight")
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
         self.tokens = 0
+        self.steps = 0
         self.started = time.perf_counter()
 
     def add(self, terms: dict[str, float], n_tokens: int) -> None:
-        for key in ("loss", "rec", "kl", "n"):
-            self.sums[key] = self.sums.get(key, 0.0) + terms.get(key, 0.0)
+        for key, value in terms.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
         self.sums["kl_weight"] = terms.get("kl_weight", 0.0)
         self.tokens += n_tokens
+        self.steps += 1
 
     def summary(self) -> dict[str, float]:
         n = max(self.sums.get("n", 0.0), 1.0)
@@ -241,4 +307,6 @@ class _Accumulator:
             "kl": self.sums.get("kl", 0.0) / n,
             "kl_weight": self.sums.get("kl_weight", 0.0),
             "ppl": math.exp(min(nll / max(self.tokens, 1), 700.0)),
+            # rule-specific terms (aggressive inner steps, SVI losses): means per update step
+            **{k: v / max(self.steps, 1) for k, v in self.sums.items() if k not in self.PER_DOCUMENT},
         }

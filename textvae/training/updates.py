@@ -1,16 +1,47 @@
-"""Update rules: how one training step uses the objective. Looked up by the recipe's `update.type`."""
+"""Update rules: how one training step uses the objective. Looked up by the recipe's `update.type`.
+
+An update rule is built from an `UpdateContext` and owns its optimiser(s). The trainer calls it once
+per training batch, `set_lr` on He et al.'s lr decay, and `end_epoch` after validation.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
+from textvae.config import OptimConfig
 from textvae.data.batching import TextBatch
 from textvae.registry import Registry
 
 UPDATES: Registry[Callable] = Registry("update rule")
 update_rule = UPDATES.register
+
+OPTIMIZERS = {
+    "sgd": lambda params, c, lr: torch.optim.SGD(params, lr=lr, momentum=c.momentum, weight_decay=c.weight_decay),
+    "adam": lambda params, c, lr: torch.optim.Adam(params, lr=lr, weight_decay=c.weight_decay),
+}
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
+    return OPTIMIZERS[cfg.type](params, cfg, lr)
+
+
+def trainable(module: torch.nn.Module | None) -> list[torch.nn.Parameter]:
+    return [] if module is None else [p for p in module.parameters() if p.requires_grad]
+
+
+@dataclass
+class UpdateContext:
+    """What an update rule is built from."""
+
+    model: torch.nn.Module
+    objective: Callable
+    optim: OptimConfig
+    cfg: object  # the recipe's `update:` section (one of the UpdateConfig variants)
+    lr: float
+    sample_batch: Callable[[], TextBatch]  # a fresh random training batch, already on the model's device
 
 
 def clip_and_step(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, clip: float | None) -> None:
@@ -19,20 +50,49 @@ def clip_and_step(params: list[torch.nn.Parameter], optimizer: torch.optim.Optim
     optimizer.step()
 
 
-@update_rule("joint")
-class JointUpdate:
-    """The plain step: one gradient step on encoder and decoder together."""
+def batch_terms(loss: torch.Tensor, terms: dict[str, float], batch: TextBatch) -> dict[str, float]:
+    """An objective's per-batch terms plus the loss summed over the batch (what the trainer logs)."""
+    return {"loss": loss.item() * len(batch), **terms}
 
-    def __init__(self, model, objective, optimizer: torch.optim.Optimizer, clip: float | None) -> None:
-        self.model = model
-        self.objective = objective
-        self.optimizer = optimizer
-        self.clip = clip
-        self.params = [p for p in model.parameters() if p.requires_grad]
+
+class UpdateRule:
+    """Base: one optimiser over all trainable parameters; no per-epoch decisions."""
+
+    wants_val_mi = False  # the trainer computes validation MI each epoch when a rule needs it
+
+    def __init__(self, ctx: UpdateContext) -> None:
+        self.model = ctx.model
+        self.objective = ctx.objective
+        self.optim_cfg = ctx.optim
+        self.cfg = ctx.cfg
+        self.clip = ctx.optim.clip
+        self.sample_batch = ctx.sample_batch
+        self.params = trainable(ctx.model)
+        self.set_lr(ctx.lr)
+
+    def set_lr(self, lr: float) -> None:
+        """Fresh optimiser(s) at `lr` (He et al.'s decay restarts the optimiser)."""
+        self.optimizer = make_optimizer(self.params, self.optim_cfg, lr)
+
+    def end_epoch(self, metrics: dict) -> dict:
+        """Called after validation with the epoch's metrics; returns extra fields to log."""
+        return {}
+
+    def __call__(self, batch: TextBatch, step: int) -> dict[str, float]:
+        raise NotImplementedError
+
+
+@update_rule("joint")
+class JointUpdate(UpdateRule):
+    """The plain step: one gradient step on encoder and decoder together."""
 
     def __call__(self, batch: TextBatch, step: int) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         out = self.objective(self.model, batch, step)
         out.loss.backward()
         clip_and_step(self.params, self.optimizer, self.clip)
-        return {"loss": out.loss.item() * len(batch), **out.terms}
+        return batch_terms(out.loss, out.terms, batch)
+
+
+def build_update(ctx: UpdateContext) -> UpdateRule:
+    return UPDATES[ctx.cfg.type](ctx)

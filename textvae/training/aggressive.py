@@ -1,0 +1,120 @@
+"""Aggressive inference-network training (He et al. 2019, Algorithm 1).
+
+Before each decoder step the encoder alone is trained on fresh random batches until the loss stops
+falling (checked every `check_every` inner steps, at most `max_inner_steps`), so the approximate
+posterior catches up with the model posterior. Once validation MI stops increasing, aggressive mode
+is switched off for good and the rule becomes the joint update.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from textvae.data.batching import TextBatch
+from textvae.training.updates import (
+    UpdateContext,
+    UpdateRule,
+    batch_terms,
+    clip_and_step,
+    make_optimizer,
+    trainable,
+    update_rule,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def set_grads(params: list[torch.nn.Parameter], loss: torch.Tensor) -> None:
+    """Gradients of `loss` for `params` only: no other parameter's gradient is computed."""
+    for param, grad in zip(params, torch.autograd.grad(loss, params, allow_unused=True)):
+        param.grad = grad
+
+
+class ConvergenceCheck:
+    """He et al.'s inner-loop stop: the per-token loss over a window of steps no longer falls."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.previous = float("inf")
+        self.loss = 0.0
+        self.tokens = 0
+
+    def converged(self, step: int, loss_sum: float, n_tokens: int) -> bool:
+        """Add one inner step (1-based `step`); True when a finished window did not improve on the last."""
+        self.loss += loss_sum
+        self.tokens += n_tokens
+        if step % self.every:
+            return False
+        current = self.loss / max(self.tokens, 1)
+        self.loss, self.tokens = 0.0, 0
+        stop = current > self.previous
+        self.previous = current
+        return stop
+
+
+@update_rule("aggressive")
+class AggressiveUpdate(UpdateRule):
+    """Encoder-only inner loop, then a decoder-only step; the joint step once switched off."""
+
+    wants_val_mi = True
+
+    def __init__(self, ctx: UpdateContext) -> None:
+        if getattr(ctx.model, "encoder", None) is None:
+            raise ValueError("update.type 'aggressive' needs a model with an encoder (a latent variable)")
+        self.encoder_params = trainable(ctx.model.encoder)
+        encoder_ids = {id(p) for p in self.encoder_params}
+        self.decoder_params = [p for p in trainable(ctx.model) if id(p) not in encoder_ids]
+        self.encoder_lr_ratio = (ctx.cfg.encoder_lr or ctx.optim.lr) / ctx.optim.lr
+        self.aggressive = True
+        self.previous_mi = 0.0  # He et al. start from pre_mi = 0
+        super().__init__(ctx)
+
+    def set_lr(self, lr: float) -> None:
+        self.encoder_optimizer = make_optimizer(self.encoder_params, self.optim_cfg, lr * self.encoder_lr_ratio)
+        self.decoder_optimizer = make_optimizer(self.decoder_params, self.optim_cfg, lr)
+
+    def end_epoch(self, metrics: dict) -> dict:
+        """Switch off for good when validation MI did not increase over the previous epoch."""
+        if not self.aggressive or self.cfg.switch_off == "never":
+            return {"aggressive": self.aggressive}
+        mi = metrics["val_mi"]
+        if mi < self.previous_mi:
+            self.aggressive = False
+            logger.info("aggressive training switched off (validation MI %.4f < %.4f)", mi, self.previous_mi)
+            return {"aggressive": False, "aggressive_switched_off": True}
+        self.previous_mi = mi
+        return {"aggressive": True}
+
+    def encoder_steps(self, step: int) -> int:
+        """The inner loop; returns the number of encoder-only steps taken."""
+        check = ConvergenceCheck(self.cfg.check_every)
+        for inner in range(1, self.cfg.max_inner_steps + 1):
+            batch = self.sample_batch()
+            out = self.objective(self.model, batch, step)
+            set_grads(self.encoder_params, out.loss)
+            clip_and_step(self.encoder_params, self.encoder_optimizer, self.clip)
+            if check.converged(inner, out.loss.item() * len(batch), batch.n_predicted):
+                return inner
+        return self.cfg.max_inner_steps
+
+    def __call__(self, batch: TextBatch, step: int) -> dict[str, float]:
+        if not self.aggressive:
+            return self._joint_step(batch, step)
+        inner = self.encoder_steps(step)
+        out = self.objective(self.model, batch, step)
+        set_grads(self.decoder_params, out.loss)
+        clip_and_step(self.decoder_params, self.decoder_optimizer, self.clip)
+        return {**batch_terms(out.loss, out.terms, batch), "inner_steps": float(inner)}
+
+    def _joint_step(self, batch: TextBatch, step: int) -> dict[str, float]:
+        self.encoder_optimizer.zero_grad(set_to_none=True)
+        self.decoder_optimizer.zero_grad(set_to_none=True)
+        out = self.objective(self.model, batch, step)
+        out.loss.backward()
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.encoder_params + self.decoder_params, self.clip)
+        self.encoder_optimizer.step()
+        self.decoder_optimizer.step()
+        return {**batch_terms(out.loss, out.terms, batch), "inner_steps": 0.0}

@@ -1,0 +1,54 @@
+"""Semi-amortized VAE updates (Kim et al. 2018): SVI from the encoder's posterior, trained end to end.
+
+Per batch: the encoder gives λ_0 = (mean, logvar); SVI on each document's loss gives λ_K; the
+objective at q(z|x; λ_K) trains the decoder (as in Kim et al.'s code, the decoder sees only this final
+loss) and its gradient with respect to λ_K is carried back through the unrolled SVI steps to λ_0 and
+on into the encoder.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from textvae.data.batching import TextBatch
+from textvae.inference.svi import refine_differentiable
+from textvae.models.posteriors import DiagonalGaussian
+from textvae.training.updates import UpdateContext, UpdateRule, batch_terms, clip_and_step, update_rule
+
+NEEDS = ("example_losses", "loss_from_posterior")  # what the objective must offer
+
+
+@update_rule("savae")
+class SemiAmortizedUpdate(UpdateRule):
+    """One SA-VAE step on encoder and decoder together; logs the SVI loss at λ_0 and λ_K."""
+
+    def __init__(self, ctx: UpdateContext) -> None:
+        missing = [name for name in NEEDS if not callable(getattr(ctx.objective, name, None))]
+        if missing:
+            raise TypeError(
+                f"update 'savae' needs an objective with per-document losses; "
+                f"{type(ctx.objective).__name__} has no {', '.join(missing)}"
+            )
+        if not ctx.model.has_latent:
+            raise ValueError("update 'savae' refines a posterior: the model has no latent variable")
+        super().__init__(ctx)
+        self.svi = ctx.cfg.svi
+
+    def __call__(self, batch: TextBatch, step: int) -> dict[str, float]:
+        posterior0 = self.model.encode(batch.tokens, batch.lengths)
+
+        def svi_loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+            return self.objective.example_losses(self.model, batch, DiagonalGaussian(mean, logvar), step)
+
+        trace = refine_differentiable(svi_loss, posterior0.mean, posterior0.logvar, self.svi)
+        mean, logvar = (t.clone().requires_grad_() for t in (trace.mean, trace.logvar))
+        out = self.objective.loss_from_posterior(self.model, batch, DiagonalGaussian(mean, logvar), step)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()  # the decoder's gradient, and dL/dλ_K
+        torch.autograd.backward([posterior0.mean, posterior0.logvar], trace.backward(mean.grad, logvar.grad))
+        clip_and_step(self.params, self.optimizer, self.clip)
+        return {
+            **batch_terms(out.loss, out.terms, batch),
+            "svi_loss_start": trace.loss_start,
+            "svi_loss_end": trace.loss_end,
+        }
