@@ -101,6 +101,34 @@ def test_train_then_eval(corpus: Path, tmp_path: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("hvp", ["exact", "finite_difference"])
+def test_savae_run_reports_iw_nll_with_and_without_test_time_svi(corpus: Path, tmp_path: Path, write_yaml, hvp):
+    run = tmp_path / "run"
+    recipe = tiny_recipe(corpus, update={"type": "savae", "svi": {"steps": 3, "hvp": hvp}}, train={"epochs": 1})
+    proc = textvae("train", write_yaml(tmp_path / "savae.yaml", recipe), "-o", run)
+    assert proc.returncode == 0, proc.stderr
+    steps = [m for m in read_metrics(run) if m["kind"] == "step"]
+    assert steps and all(m["svi_loss_end"] < m["svi_loss_start"] for m in steps)  # SVI improves the ELBO
+    proc = textvae("eval", run, "--iw-samples", "10")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((run / "eval.json").read_text())
+    assert {"iw_nll", "iw_nll_svi", "iw_ppl_svi"} <= result.keys()
+    assert "iw_nll_svi" in proc.stdout
+
+
+@pytest.mark.slow
+def test_aggressive_run_logs_inner_steps_and_switch_off(corpus: Path, tmp_path: Path, write_yaml):
+    run = tmp_path / "run"
+    update = {"type": "aggressive", "max_inner_steps": 10, "check_every": 5}
+    proc = textvae("train", write_yaml(tmp_path / "agg.yaml", tiny_recipe(corpus, update=update)), "-o", run)
+    assert proc.returncode == 0, proc.stderr
+    metrics = read_metrics(run)
+    assert all(5 <= m["inner_steps"] <= 10 for m in metrics if m["kind"] == "step" and m["epoch"] == 0)
+    epochs = [m for m in metrics if m["kind"] == "epoch"]
+    assert all(isinstance(m["aggressive"], bool) and "val_mi" in m for m in epochs)
+
+
+@pytest.mark.slow
 def test_set_overrides_the_recipe(corpus: Path, tmp_path: Path):
     run = tmp_path / "run"
     proc = textvae(

@@ -9,6 +9,7 @@ import torch
 
 from textvae.config import ModelConfig, ObjectiveConfig, OptimConfig, SemiAmortizedUpdateConfig, SVIConfig
 from textvae.data.batching import RandomBatches, TokenizedSplit
+from textvae.errors import TextVAEError
 from textvae.models.model import build_model
 from textvae.objectives import build_objective
 from textvae.training.semi_amortized import SemiAmortizedUpdate
@@ -79,3 +80,24 @@ def test_needs_per_document_losses_and_a_latent():
         SemiAmortizedUpdate(context(tiny_model(), SVIConfig(), objective=BatchOnly()))
     with pytest.raises(ValueError, match="no latent"):
         SemiAmortizedUpdate(context(tiny_model(type="lstm_lm"), SVIConfig()))
+
+
+def test_missing_double_backward_names_the_fix(monkeypatch):
+    """cuDNN LSTMs have no double backward: the exact mode must say to switch to finite differences."""
+    import textvae.training.semi_amortized as semi_amortized
+
+    real = semi_amortized.refine_differentiable
+
+    def without_double_backward(*args, **kwargs):
+        trace = real(*args, **kwargs)
+
+        def pullback(d_lam):
+            raise RuntimeError("derivative for _cudnn_rnn_backward is not implemented")
+
+        trace.pullback = pullback
+        return trace
+
+    monkeypatch.setattr(semi_amortized, "refine_differentiable", without_double_backward)
+    rule = build_update(context(tiny_model(), SVIConfig(steps=2, hvp="exact")))
+    with pytest.raises(TextVAEError, match="set update.svi.hvp=finite_difference"):
+        rule(rule.sample_batch(), step=0)

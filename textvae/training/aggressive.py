@@ -100,21 +100,19 @@ class AggressiveUpdate(UpdateRule):
         return self.cfg.max_inner_steps
 
     def __call__(self, batch: TextBatch, step: int) -> dict[str, float]:
-        if not self.aggressive:
-            return self._joint_step(batch, step)
-        inner = self.encoder_steps(step)
-        out = self.objective(self.model, batch, step)
-        set_grads(self.decoder_params, out.loss)
-        clip_and_step(self.decoder_params, self.decoder_optimizer, self.clip)
-        return {**batch_terms(out.loss, out.terms, batch), "inner_steps": float(inner)}
+        inner = self.encoder_steps(step) if self.aggressive else 0
+        return {**self._outer_step(batch, step, train_encoder=not self.aggressive), "inner_steps": float(inner)}
 
-    def _joint_step(self, batch: TextBatch, step: int) -> dict[str, float]:
+    def _outer_step(self, batch: TextBatch, step: int, train_encoder: bool) -> dict[str, float]:
+        """He et al.'s outer step: gradients of both parts clipped together; the encoder steps only when
+        aggressive mode is off (the joint update)."""
         self.encoder_optimizer.zero_grad(set_to_none=True)
         self.decoder_optimizer.zero_grad(set_to_none=True)
         out = self.objective(self.model, batch, step)
         out.loss.backward()
         if self.clip is not None:
             torch.nn.utils.clip_grad_norm_(self.encoder_params + self.decoder_params, self.clip)
-        self.encoder_optimizer.step()
+        if train_encoder:
+            self.encoder_optimizer.step()
         self.decoder_optimizer.step()
-        return {**batch_terms(out.loss, out.terms, batch), "inner_steps": 0.0}
+        return batch_terms(out.loss, out.terms, batch)

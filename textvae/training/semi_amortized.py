@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from textvae.data.batching import TextBatch
+from textvae.errors import TextVAEError
 from textvae.inference.svi import refine_differentiable
 from textvae.models.posteriors import DiagonalGaussian
 from textvae.training.updates import UpdateContext, UpdateRule, batch_terms, clip_and_step, update_rule
@@ -45,10 +46,21 @@ class SemiAmortizedUpdate(UpdateRule):
         out = self.objective.loss_from_posterior(self.model, batch, DiagonalGaussian(mean, logvar), step)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()  # the decoder's gradient, and dL/dλ_K
-        torch.autograd.backward([posterior0.mean, posterior0.logvar], trace.backward(mean.grad, logvar.grad))
+        torch.autograd.backward([posterior0.mean, posterior0.logvar], self._pullback(trace, mean.grad, logvar.grad))
         clip_and_step(self.params, self.optimizer, self.clip)
         return {
             **batch_terms(out.loss, out.terms, batch),
             "svi_loss_start": trace.loss_start,
             "svi_loss_end": trace.loss_end,
         }
+
+    def _pullback(self, trace, d_mean: torch.Tensor, d_logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            return trace.backward(d_mean, d_logvar)
+        except RuntimeError as err:  # e.g. cuDNN's LSTM: "derivative for _cudnn_rnn_backward is not implemented"
+            if self.svi.hvp == "exact" and "not implemented" in str(err):
+                raise TextVAEError(
+                    "update.svi.hvp: exact needs double backward, which this model lacks "
+                    f"({str(err).splitlines()[0]}); set update.svi.hvp=finite_difference"
+                ) from err
+            raise
