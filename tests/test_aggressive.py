@@ -58,7 +58,7 @@ def test_encoder_steps_compute_no_decoder_gradient():
     for param in rule.decoder_params:
         param.register_hook(lambda grad: computed.append(grad.shape))
     encoder_before, decoder_before = _snapshot(rule.encoder_params), _snapshot(rule.decoder_params)
-    inner = rule.encoder_steps(step=0)
+    inner = rule.encoder_steps(rule.sample_batch(), step=0)
     assert 3 <= inner <= 6 and inner % 3 == 0
     assert computed == []  # autograd never reached a decoder parameter
     assert all(p.grad is None for p in rule.decoder_params)
@@ -149,3 +149,17 @@ def test_trainer_logs_inner_steps_and_the_switch_off(tmp_path):
     flags = [e["aggressive"] for e in epochs]
     assert flags == sorted(flags, reverse=True)  # once off, it stays off
     assert sum("aggressive_switched_off" in e for e in epochs) == (0 if all(flags) else 1)
+
+
+def test_model_wide_inner_clip_uses_decoder_gradients_for_the_norm_only():
+    """He et al.'s text.py clips inner steps by the norm of all gradients; the decoder still does not move."""
+    rule = _rule(max_inner=3, check_every=3, inner_clip="model")
+    computed = []
+    for param in rule.decoder_params:
+        param.register_hook(lambda grad: computed.append(grad.shape))
+    encoder_before, decoder_before = _snapshot(rule.encoder_params), _snapshot(rule.decoder_params)
+    assert rule.encoder_steps(rule.sample_batch(), step=0) == 3
+    assert computed  # decoder gradients were computed, for the clipping norm
+    assert all(p.grad is None for p in rule.decoder_params)
+    assert _changed(encoder_before, rule.encoder_params)
+    assert not _changed(decoder_before, rule.decoder_params)

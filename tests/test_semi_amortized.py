@@ -55,12 +55,14 @@ def test_steps_train_encoder_and_decoder(mode):
     assert not torch.equal(decoder, flat(model.decoder.parameters()))
 
 
-def test_exact_and_finite_difference_updates_agree():
-    """One update from the same weights and seed; float64, where finite differences are accurate to ~1e-9."""
+@pytest.mark.parametrize(("scheme", "fd_eps"), [("forward", 1e-6), ("central", 1e-3)])
+def test_exact_and_finite_difference_updates_agree(scheme, fd_eps):
+    """One update from the same weights and seed; float64, where finite differences are accurate to ~1e-6."""
     updates = {}
     for mode in ("exact", "finite_difference"):
         model = tiny_model().double()
-        rule = build_update(context(model, SVIConfig(steps=4, lr=0.5, clip=1.0, hvp=mode)))
+        svi = SVIConfig(steps=4, lr=0.5, clip=1.0, hvp=mode, fd_scheme=scheme, fd_eps=fd_eps)
+        rule = build_update(context(model, svi))
         batch = rule.sample_batch()
         before = flat(model.encoder.parameters())
         torch.manual_seed(1)

@@ -139,7 +139,8 @@ def encoder_gradients(model, batch, loss_fn, cfg: SVIConfig) -> tuple[torch.Tens
 
 
 @pytest.mark.parametrize("clip", [None, 0.6])
-def test_finite_differences_match_double_backward_on_an_lstm_vae(model_loss, clip):
+@pytest.mark.parametrize(("scheme", "fd_eps"), [("forward", 1e-6), ("central", 1e-3)])  # float64 model
+def test_finite_differences_match_double_backward_on_an_lstm_vae(model_loss, clip, scheme, fd_eps):
     model, batch, loss_fn = model_loss
     if clip is not None:  # the clip is active at λ_0 for some documents and not for others
         torch.manual_seed(3)
@@ -150,7 +151,8 @@ def test_finite_differences_match_double_backward_on_an_lstm_vae(model_loss, cli
         assert norms.max() > clip > norms.min()
     cfg = SVIConfig(steps=4, lr=0.5, momentum=0.5, clip=clip)
     exact = encoder_gradients(model, batch, loss_fn, cfg)
-    approx = encoder_gradients(model, batch, loss_fn, cfg.model_copy(update={"hvp": "finite_difference"}))
+    fd = cfg.model_copy(update={"hvp": "finite_difference", "fd_scheme": scheme, "fd_eps": fd_eps})
+    approx = encoder_gradients(model, batch, loss_fn, fd)
     for a, b in zip(approx, exact):
         assert relative_error(a, b) < 1e-3
 

@@ -90,9 +90,12 @@ class AggressiveUpdateConfig(Section):
     check_every: int = Field(15, gt=0)  # stop the inner loop when the loss over this many steps stops falling
     switch_off: Literal["mi", "never"] = "mi"  # "mi": off for good when validation MI stops increasing
     encoder_lr: float | None = Field(None, gt=0)  # defaults to optim.lr (He et al.: both 1.0)
-    # inner-loop batches: random runs of similar-length documents (little padding), or documents
-    # drawn uniformly as He et al.'s data_sample does (padding to the longest of 32 random documents)
+    # inner-loop batches after the first (the outer batch): random runs of similar-length documents
+    # (little padding), or documents drawn uniformly at random (padded to the longest of them)
     inner_batches: Literal["similar_length", "uniform"] = "similar_length"
+    # gradient-norm clip of an inner step over the encoder's gradients only (no decoder gradient is computed),
+    # or over the whole model's as He et al.'s text.py does (decoder gradients computed for the norm, then dropped)
+    inner_clip: Literal["encoder", "model"] = "encoder"
 
 
 class SVIConfig(Section):
@@ -103,7 +106,9 @@ class SVIConfig(Section):
     momentum: float = Field(0.5, ge=0, lt=1)
     clip: float | None = Field(5.0, gt=0)  # per-document gradient-norm clip
     hvp: Literal["exact", "finite_difference"] = "exact"  # finite differences work with cuDNN LSTMs
-    fd_eps: float = Field(1e-3, gt=0)  # finite-difference step in λ (central; float32: ~3e-4 relative error)
+    fd_eps: float = Field(1e-3, gt=0)  # finite-difference step in λ
+    # "forward" (Kim et al.): one extra gradient per SVI step in the backward pass; "central": two, more accurate
+    fd_scheme: Literal["forward", "central"] = "forward"
 
 
 class SemiAmortizedUpdateConfig(Section):

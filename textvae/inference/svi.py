@@ -174,16 +174,22 @@ def _reverse(loss_fn: LossFn, steps: list[Step], cfg: SVIConfig, d_lam: Tensor) 
     d_velocity = torch.zeros_like(d_lam)
     for step in reversed(steps):
         d_velocity = d_velocity - cfg.lr * d_lam
-        d_lam = d_lam + _hvp(loss_fn, step, clip_vjp(step.grad, d_velocity, cfg.clip), cfg.fd_eps)
+        d_lam = d_lam + _hvp(loss_fn, step, clip_vjp(step.grad, d_velocity, cfg.clip), cfg)
         d_velocity = cfg.momentum * d_velocity
     return d_lam
 
 
-def _hvp(loss_fn: LossFn, step: Step, u: Tensor, fd_eps: float) -> Tensor:
-    """H(λ)u by central differences, the step ε = fd_eps / |u| per document, f's randomness replayed."""
-    eps = fd_eps / u.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(u.dtype).tiny)
-    plus, minus = (_replayed_grad(loss_fn, step.lam + sign * eps * u, step.rng) for sign in (1.0, -1.0))
-    return (plus - minus) / (2 * eps)
+def _hvp(loss_fn: LossFn, step: Step, u: Tensor, cfg: SVIConfig) -> Tensor:
+    """H(λ)u by finite differences, the step ε = fd_eps / |u| per document, f's randomness replayed.
+
+    "forward" (Kim et al.): (∇f(λ + εu) - ∇f(λ)) / ε, reusing the forward pass's ∇f(λ): one gradient
+    evaluation. "central": (∇f(λ + εu) - ∇f(λ - εu)) / 2ε, two evaluations, error O(ε²) instead of O(ε).
+    """
+    eps = cfg.fd_eps / u.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(u.dtype).tiny)
+    plus = _replayed_grad(loss_fn, step.lam + eps * u, step.rng)
+    if cfg.fd_scheme == "forward":
+        return (plus - step.grad) / eps
+    return (plus - _replayed_grad(loss_fn, step.lam - eps * u, step.rng)) / (2 * eps)
 
 
 def _replayed_grad(loss_fn: LossFn, lam: Tensor, rng: RNGState) -> Tensor:

@@ -87,20 +87,25 @@ class AggressiveUpdate(UpdateRule):
         self.previous_mi = mi
         return {"aggressive": True}
 
-    def encoder_steps(self, step: int) -> int:
-        """The inner loop; returns the number of encoder-only steps taken."""
+    def encoder_steps(self, batch: TextBatch, step: int) -> int:
+        """The inner loop, from the outer batch then on fresh random ones (as He et al.'s text.py);
+        returns the number of encoder-only steps taken."""
         check = ConvergenceCheck(self.cfg.check_every)
+        clipped = self.encoder_params if self.cfg.inner_clip == "encoder" else self.encoder_params + self.decoder_params
         for inner in range(1, self.cfg.max_inner_steps + 1):
-            batch = self.sample_batch()
+            if inner > 1:
+                batch = self.sample_batch()
             out = self.objective(self.model, batch, step)
-            set_grads(self.encoder_params, out.loss)
-            clip_and_step(self.encoder_params, self.encoder_optimizer, self.clip)
+            set_grads(clipped, out.loss)
+            clip_and_step(clipped, self.encoder_optimizer, self.clip)
+            for param in clipped[len(self.encoder_params) :]:
+                param.grad = None  # decoder gradients only entered the clipping norm
             if check.converged(inner, out.loss.item() * len(batch), batch.n_predicted):
                 return inner
         return self.cfg.max_inner_steps
 
     def __call__(self, batch: TextBatch, step: int) -> dict[str, float]:
-        inner = self.encoder_steps(step) if self.aggressive else 0
+        inner = self.encoder_steps(batch, step) if self.aggressive else 0
         return {**self._outer_step(batch, step, train_encoder=not self.aggressive), "inner_steps": float(inner)}
 
     def _outer_step(self, batch: TextBatch, step: int, train_encoder: bool) -> dict[str, float]:
