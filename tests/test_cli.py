@@ -92,6 +92,11 @@ def test_train_then_eval(corpus: Path, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     assert "iw_nll" in proc.stdout and "elbo_nll" in proc.stdout
     result = json.loads((run / "eval.json").read_text())
+    assert "iw_nll_svi" not in result  # only when asked (or for SA-VAE runs)
+    proc = textvae("eval", run, "--iw-samples", "10", "--svi-steps", "5", "--output", tmp_path / "svi.json")
+    assert proc.returncode == 0, proc.stderr
+    with_svi = json.loads((tmp_path / "svi.json").read_text())
+    assert with_svi["iw_nll_svi"] > 0 and abs(with_svi["iw_nll"] - result["iw_nll"]) < 1e-6
     assert EVAL_KEYS <= result.keys()
     assert result["iw_samples"] == 10
     test_lines = (corpus / "test.txt").read_text().splitlines()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from textvae.config import Recipe, build_recipe, load_recipe_dict, save_recipe
+from textvae.config import Recipe, SVIConfig, build_recipe, load_recipe_dict, save_recipe
 from textvae.data.batching import TokenizedSplit
 from textvae.data.text import prepare_corpus
 from textvae.data.tokenizers import TextTokenizer, load_tokenizer
@@ -103,13 +103,25 @@ def load_run(run_dir: Path, device: str = "cpu") -> Run:
     return Run(run_dir, recipe, model, tokenizer)
 
 
-def evaluate_run(run: Run, split: str = "test", iw_samples: int | None = None, limit: int | None = None) -> dict:
-    """Run the evaluation protocol on a split of the run's data; returns the eval.json dict."""
+def evaluate_run(
+    run: Run,
+    split: str = "test",
+    iw_samples: int | None = None,
+    limit: int | None = None,
+    svi_steps: int | None = None,
+) -> dict:
+    """Run the evaluation protocol on a split of the run's data; returns the eval.json dict.
+
+    `iw_nll_svi` (IW-NLL with the posterior refined by SVI) is added for SA-VAE runs (their training SVI
+    settings), for recipes with `eval.svi`, and with `svi_steps` (those settings, or Kim et al.'s defaults).
+    """
     cfg = run.recipe.eval.model_copy(
         update={k: v for k, v in {"iw_samples": iw_samples, "limit": limit}.items() if v is not None}
     )
     if cfg.svi is None and run.recipe.update.type == "savae":  # SA-VAE: test-time SVI as in training
         cfg = cfg.model_copy(update={"svi": run.recipe.update.svi})
+    if svi_steps is not None:
+        cfg = cfg.model_copy(update={"svi": (cfg.svi or SVIConfig()).model_copy(update={"steps": svi_steps})})
     if getattr(run.recipe.data, split) is None:
         raise TextVAEError(f"data.{split}: the recipe names no {split} file")
     splits, _, _ = prepare_corpus(run.recipe.data, run.tokenizer, splits=(split,))

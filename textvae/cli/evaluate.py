@@ -46,6 +46,9 @@ def evaluate(
     limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N documents of the split."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     output: Path | None = typer.Option(None, "--output", help="Where to write the JSON (default RUN_DIR/eval.json)."),
+    svi_steps: int | None = typer.Option(
+        None, "--svi-steps", help="Also report iw_nll_svi: IW-NLL with the posterior refined by N SVI steps."
+    ),
 ) -> None:
     """Evaluate a trained run at β = 1: IW-NLL (k samples), ELBO-NLL, PPL of each, KL, MI, AU.
 
@@ -63,7 +66,9 @@ def evaluate(
         raise TextVAEError(f"--split {split!r}: expected valid or test")
     if iw_samples is not None and iw_samples < 1:
         raise TextVAEError("--iw-samples: must be at least 1")
+    if svi_steps is not None and svi_steps < 1:
+        raise TextVAEError("--svi-steps: must be at least 1")
     run = load_run(run_dir, device)
-    metrics = evaluate_run(run, split, iw_samples, limit)
+    metrics = evaluate_run(run, split, iw_samples, limit, svi_steps)
     Console().print(metrics_table({run_dir.name: metrics}, title=f"{run_dir} · {split} · k={metrics['iw_samples']}"))
     write_json_atomic(output or run_dir / "eval.json", metrics)
