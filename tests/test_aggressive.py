@@ -52,8 +52,8 @@ def test_convergence_check_stops_when_a_window_does_not_improve():
     assert stops == [False] * 8 + [True]
 
 
-def test_encoder_steps_compute_no_decoder_gradient():
-    rule = _rule(max_inner=6, check_every=3)
+def test_encoder_clipped_inner_steps_compute_no_decoder_gradient():
+    rule = _rule(max_inner=6, check_every=3, inner_clip="encoder")
     computed = []
     for param in rule.decoder_params:
         param.register_hook(lambda grad: computed.append(grad.shape))
