@@ -109,7 +109,8 @@ def test_train_then_eval(corpus: Path, tmp_path: Path):
 @pytest.mark.parametrize("hvp", ["exact", "finite_difference"])
 def test_savae_run_reports_iw_nll_with_and_without_test_time_svi(corpus: Path, tmp_path: Path, write_yaml, hvp):
     run = tmp_path / "run"
-    recipe = tiny_recipe(corpus, update={"type": "savae", "svi": {"steps": 3, "hvp": hvp}}, train={"epochs": 1})
+    svi = {"steps": 3, "hvp": hvp, "lr": 0.5, "clip": 5.0}
+    recipe = tiny_recipe(corpus, update={"type": "savae", "svi": svi}, train={"epochs": 1})
     proc = textvae("train", write_yaml(tmp_path / "savae.yaml", recipe), "-o", run)
     assert proc.returncode == 0, proc.stderr
     steps = [m for m in read_metrics(run) if m["kind"] == "step"]
