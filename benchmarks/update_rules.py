@@ -18,11 +18,11 @@ import time
 import torch
 
 from textvae.config import load_recipe
-from textvae.data.batching import RandomBatches, TokenizedSplit, make_loader
+from textvae.data.batching import TokenizedSplit, make_loader
 from textvae.data.text import prepare_corpus
 from textvae.models.model import build_model
 from textvae.objectives import build_objective
-from textvae.training.trainer import flush_denormals, seed_everything
+from textvae.training.trainer import flush_denormals, random_training_batches, seed_everything
 from textvae.training.updates import UpdateContext, build_update
 
 
@@ -34,14 +34,13 @@ def time_recipe(path: str, steps: int, overrides: list[str]) -> dict:
     model = build_model(recipe.model, tokenizer.vocab_size).train()
     loader = make_loader(train, recipe.data.batch_size, shuffle=True, seed=recipe.train.seed)
     objective = build_objective(recipe.objective, len(loader), recipe.train.epochs)
-    similar = getattr(recipe.update, "inner_batches", "similar_length") == "similar_length"
     ctx = UpdateContext(
         model,
         objective,
         recipe.optim,
         recipe.update,
         recipe.optim.lr,
-        RandomBatches(train, recipe.data.batch_size, recipe.train.seed, similar),
+        random_training_batches(recipe, train),
     )
     update = build_update(ctx)
     seconds, inner, tokens = [], [], 0

@@ -52,11 +52,17 @@ def test_convergence_check_stops_when_a_window_does_not_improve():
     assert stops == [False] * 8 + [True]
 
 
-def test_encoder_clipped_inner_steps_compute_no_decoder_gradient():
-    rule = _rule(max_inner=6, check_every=3, inner_clip="encoder")
+def watch_decoder_gradients(rule: AggressiveUpdate) -> list:
+    """A list that gets one entry each time autograd computes a decoder parameter's gradient."""
     computed = []
     for param in rule.decoder_params:
         param.register_hook(lambda grad: computed.append(grad.shape))
+    return computed
+
+
+def test_encoder_clipped_inner_steps_compute_no_decoder_gradient():
+    rule = _rule(max_inner=6, check_every=3, inner_clip="encoder")
+    computed = watch_decoder_gradients(rule)
     encoder_before, decoder_before = _snapshot(rule.encoder_params), _snapshot(rule.decoder_params)
     inner = rule.encoder_steps(rule.sample_batch(), step=0)
     assert 3 <= inner <= 6 and inner % 3 == 0
@@ -154,9 +160,7 @@ def test_trainer_logs_inner_steps_and_the_switch_off(tmp_path):
 def test_model_wide_inner_clip_uses_decoder_gradients_for_the_norm_only():
     """He et al.'s text.py clips inner steps by the norm of all gradients; the decoder still does not move."""
     rule = _rule(max_inner=3, check_every=3, inner_clip="model")
-    computed = []
-    for param in rule.decoder_params:
-        param.register_hook(lambda grad: computed.append(grad.shape))
+    computed = watch_decoder_gradients(rule)
     encoder_before, decoder_before = _snapshot(rule.encoder_params), _snapshot(rule.decoder_params)
     assert rule.encoder_steps(rule.sample_batch(), step=0) == 3
     assert computed  # decoder gradients were computed, for the clipping norm

@@ -71,6 +71,12 @@ def flush_denormals(device: torch.device) -> Iterator[None]:
         torch.set_flush_denormal(before)
 
 
+def random_training_batches(recipe: Recipe, train: TokenizedSplit) -> RandomBatches:
+    """Fresh random training batches for update rules with inner loops (`update.inner_batches`)."""
+    similar = getattr(recipe.update, "inner_batches", "similar_length") == "similar_length"
+    return RandomBatches(train, recipe.data.batch_size, recipe.train.seed, similar)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -127,8 +133,7 @@ class Trainer:
 
     def _update_context(self) -> UpdateContext:
         cfg = self.recipe
-        similar = getattr(cfg.update, "inner_batches", "similar_length") == "similar_length"
-        random_batches = RandomBatches(self.train_split, cfg.data.batch_size, cfg.train.seed, similar)
+        random_batches = random_training_batches(cfg, self.train_split)
         return UpdateContext(
             model=self.model,
             objective=self.objective,
