@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from textvae.config import AggressiveUpdateConfig, ModelConfig, ObjectiveConfig, OptimConfig, Recipe
+from textvae.config import AggressiveUpdateConfig, ModelConfig, ElboConfig, OptimConfig, Recipe
 from textvae.data.batching import RandomBatches, TokenizedSplit
 from textvae.data.tokenizers import WordTokenizer
 from textvae.models.model import build_model
@@ -26,7 +26,7 @@ def _rule(max_inner: int = 100, check_every: int = 15, **update) -> AggressiveUp
     batches = RandomBatches(TokenizedSplit(DOCS), 8, seed=0)
     ctx = UpdateContext(
         model=model,
-        objective=build_objective(ObjectiveConfig(), 5, 1),
+        objective=build_objective(ElboConfig(), 5, 1),
         optim=OptimConfig(lr=0.5),
         cfg=AggressiveUpdateConfig(type="aggressive", max_inner_steps=max_inner, check_every=check_every, **update),
         lr=0.5,
@@ -122,7 +122,7 @@ def test_random_batches_are_fresh_and_valid(similar):
 def test_model_without_encoder_is_refused():
     ctx = UpdateContext(
         model=build_model(ModelConfig(type="lstm_lm", **SMALL), 30),
-        objective=build_objective(ObjectiveConfig(), 5, 1),
+        objective=build_objective(ElboConfig(), 5, 1),
         optim=OptimConfig(),
         cfg=AggressiveUpdateConfig(type="aggressive"),
         lr=1.0,

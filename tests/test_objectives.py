@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textvae.config import ObjectiveConfig, ScheduleConfig
+from textvae.config import ElboConfig, ScheduleConfig
 from textvae.data.batching import collate
 from textvae.objectives import build_objective
 from textvae.objectives.schedules import make_schedule
@@ -69,7 +69,7 @@ def _batch():
 
 def test_elbo_weights_kl_by_beta_times_schedule():
     model = FixedModel(torch.tensor([[-10.0], [-20.0]]), torch.tensor([[1.0, 2.0], [3.0, 0.0]]))
-    cfg = ObjectiveConfig(beta=0.4, kl_schedule=ScheduleConfig(type="linear", start=0.0, end=1.0, warmup_epochs=1))
+    cfg = ElboConfig(beta=0.4, kl_schedule=ScheduleConfig(type="linear", start=0.0, end=1.0, warmup_epochs=1))
     objective = build_objective(cfg, steps_per_epoch=10, epochs=1)
     out = objective(model, _batch(), step=5)  # schedule weight 0.5
     assert out.terms["kl_weight"] == pytest.approx(0.2)
@@ -80,7 +80,7 @@ def test_elbo_weights_kl_by_beta_times_schedule():
 def test_free_bits_stops_gradient_below_target():
     """Dimension 0 has batch-mean KL 2.0 (> 1.0 target), dimension 1 has 0.5 (< target): no gradient."""
     model = FixedModel(torch.tensor([[-10.0], [-20.0]]), torch.tensor([[1.0, 0.2], [3.0, 0.8]]))
-    objective = build_objective(ObjectiveConfig(free_bits=1.0), steps_per_epoch=10, epochs=1)
+    objective = build_objective(ElboConfig(free_bits=1.0), steps_per_epoch=10, epochs=1)
     out = objective(model, _batch(), step=0)
     assert out.loss.item() == pytest.approx(15.0 + 2.0 + 1.0)
     out.loss.backward()
@@ -96,5 +96,5 @@ def test_language_model_loss_is_reconstruction_only():
             assert z is None
             return torch.tensor([[-4.0], [-6.0]])
 
-    out = build_objective(ObjectiveConfig(), 10, 1)(LM(), _batch(), step=0)
+    out = build_objective(ElboConfig(), 10, 1)(LM(), _batch(), step=0)
     assert out.loss.item() == pytest.approx(5.0) and out.terms["kl"] == 0.0

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from textvae.config import ModelConfig, ObjectiveConfig, OptimConfig, SemiAmortizedUpdateConfig, SVIConfig
+from textvae.config import ModelConfig, ElboConfig, OptimConfig, SemiAmortizedUpdateConfig, SVIConfig
 from textvae.data.batching import RandomBatches, TokenizedSplit
 from textvae.errors import TextVAEError
 from textvae.models.model import build_model
@@ -24,7 +24,7 @@ SMALL = dict(embed_dim=8, hidden_dim=16, latent_dim=3, dropout_in=0.2, dropout_o
 def context(model, svi: SVIConfig, objective=None) -> UpdateContext:
     return UpdateContext(
         model=model,
-        objective=objective or build_objective(ObjectiveConfig(), 5, 1),
+        objective=objective or build_objective(ElboConfig(), 5, 1),
         optim=OptimConfig(lr=0.5),
         cfg=SemiAmortizedUpdateConfig(type="savae", svi=svi),
         lr=0.5,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textvae.config import ModelConfig, ObjectiveConfig, SVIConfig
+from textvae.config import ModelConfig, ElboConfig, SVIConfig
 from textvae.data.batching import collate
 from textvae.inference.svi import clip_per_document, refine, refine_differentiable
 from textvae.models.model import build_model
@@ -115,7 +115,7 @@ def model_loss():
     cfg = ModelConfig(latent_dim=3, embed_dim=8, hidden_dim=16, dropout_in=0.3, dropout_out=0.3, init_scale=0.5)
     model = build_model(cfg, 30).double().train()
     batch = collate(list(enumerate(DOCS)))
-    objective = build_objective(ObjectiveConfig(), 10, 1)
+    objective = build_objective(ElboConfig(), 10, 1)
 
     def loss_fn(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         return objective.example_losses(model, batch, DiagonalGaussian(mean, logvar), 0)

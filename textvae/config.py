@@ -18,7 +18,8 @@ class Section(BaseModel):
 
 
 class TokenizerConfig(Section):
-    type: Literal["word", "sentencepiece"] = "word"
+    type: Literal["word", "sentencepiece", "pretrained"] = "word"
+    path: str | None = None  # pretrained: a local Hugging Face tokenizer directory (e.g. a GPT-2 checkpoint's)
     vocab_file: str | None = None  # word level: one token per line (e.g. Yahoo's vocab.txt)
     vocab_size: int | None = Field(None, gt=4)
     min_frequency: int = Field(1, ge=1)
@@ -42,9 +43,61 @@ class DataConfig(Section):
     limit_train: int | None = Field(None, gt=0)  # first N training documents (quick experiments)
 
 
+class PriorConfig(Section):
+    """p(z): standard normal, a learnable mixture of Gaussians, or a VampPrior (Tomczak & Welling 2018)."""
+
+    type: Literal["standard_normal", "mog", "vamp"] = "standard_normal"
+    components: int = Field(10, gt=0)  # mog: mixture components; vamp: pseudo-inputs
+    pseudo_length: int = Field(16, gt=0)  # vamp: tokens per pseudo-input (soft embeddings fed to the encoder)
+    kl_samples: int = Field(1, gt=0)  # Monte Carlo samples for KL(q(z|x) || p(z)) when it has no closed form
+
+
+class TransformerConfig(Section):
+    """From-scratch transformer encoder and causal decoder (model.type transformer_vae / transformer_lm)."""
+
+    d_model: int = Field(256, gt=0)
+    n_heads: int = Field(4, gt=0)
+    ff_dim: int = Field(1024, gt=0)
+    encoder_layers: int = Field(2, ge=1)
+    decoder_layers: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(512, gt=1)  # learned positions: longest <s> x </s> sequence
+    tie_embeddings: bool = True  # the decoder's output layer shares the token embedding matrix
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TransformerConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        return self
+
+
+class HuggingFaceConfig(Section):
+    """Hugging Face encoder / causal-LM decoder (model.type hf_vae): a local pretrained directory or a config."""
+
+    decoder: str | None = None  # local dir for AutoModelForCausalLM.from_pretrained (GPT-2 family)
+    decoder_config: dict[str, Any] | None = None  # or random weights: AutoConfig.for_model(**decoder_config)
+    encoder: str | None = None  # local dir for AutoModel.from_pretrained (BERT family)
+    encoder_config: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> HuggingFaceConfig:
+        for side in ("decoder", "encoder"):
+            given = (getattr(self, side) is not None) + (getattr(self, f"{side}_config") is not None)
+            if given != 1:
+                raise ValueError(f"give exactly one of {side} (a pretrained directory) and {side}_config")
+        return self
+
+
+MODEL_TYPES = ("lstm_vae", "lstm_lm", "transformer_vae", "transformer_lm", "hf_vae")
+LANGUAGE_MODELS = ("lstm_lm", "transformer_lm")
+
+
 class ModelConfig(Section):
-    type: Literal["lstm_vae", "lstm_lm"] = "lstm_vae"
+    type: Literal["lstm_vae", "lstm_lm", "transformer_vae", "transformer_lm", "hf_vae"] = "lstm_vae"
     latent_dim: int = Field(32, gt=0)
+    posterior: Literal["gaussian", "deterministic"] = "gaussian"  # deterministic: WAE encoders
+    prior: PriorConfig = PriorConfig()
+    # LSTM models (He et al. 2019)
     embed_dim: int = Field(512, gt=0)
     hidden_dim: int = Field(1024, gt=0)
     enc_embed_dim: int | None = Field(None, gt=0)  # defaults to embed_dim
@@ -53,7 +106,19 @@ class ModelConfig(Section):
     dropout_out: float = Field(0.5, ge=0, lt=1)
     init_scale: float = Field(0.01, gt=0)
     embed_init_scale: float = Field(0.1, gt=0)
-    prior: Literal["standard_normal"] = "standard_normal"
+    # transformer and Hugging Face models
+    transformer: TransformerConfig = TransformerConfig()
+    huggingface: HuggingFaceConfig | None = None
+    pooling: Literal["first", "mean"] = "mean"  # encoder summary: first token (<s> / [CLS]) or mean over tokens
+    # how z reaches a transformer decoder: added to every token embedding, as one extra key/value memory
+    # slot in every layer (Optimus), or both
+    latent_injection: Literal["embedding", "memory", "both"] = "both"
+
+    @model_validator(mode="after")
+    def _hf_needs_its_section(self) -> ModelConfig:
+        if self.type == "hf_vae" and self.huggingface is None:
+            raise ValueError("model.type hf_vae needs a model.huggingface section")
+        return self
 
 
 class ScheduleConfig(Section):
@@ -69,11 +134,78 @@ class ScheduleConfig(Section):
     cycle_epochs: float | None = Field(None, gt=0)  # cyclical: defaults to train.epochs / cycles
 
 
-class ObjectiveConfig(Section):
+class ElboConfig(Section):
+    """The ELBO with a scheduled, β-scaled KL weight and optional free bits."""
+
     type: Literal["elbo"] = "elbo"
     beta: float = Field(1.0, ge=0)  # multiplies the scheduled KL weight
     kl_schedule: ScheduleConfig = ScheduleConfig()
     free_bits: float | None = Field(None, ge=0)  # per-dimension KL target (nats), Kingma et al. 2016
+
+
+class KernelConfig(Section):
+    """MMD kernel summed over bandwidths C = 2·d·scale (d the latent size, prior variance 1; Tolstikhin et al.)."""
+
+    kernel: Literal["imq", "rbf"] = "imq"  # imq: C / (C + |x-y|²); rbf: exp(-|x-y|² / C)
+    scales: list[float] = Field([0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0], min_length=1)
+
+
+class StochasticEncoderPenalties(Section):
+    """Terms that keep a stochastic WAE encoder stochastic (zero for a deterministic encoder)."""
+
+    # Bahuleyan et al. 2019 (stochastic WAE): weight of KL(q(z|x) || N(0, I)) per document
+    kl_weight: float = Field(0.0, ge=0)
+    # Rubenstein et al. 2018: weight of the L1 penalty Σ_d |log σ_d²| per document
+    logvar_penalty: float = Field(0.0, ge=0)
+
+
+class WAEMMDConfig(StochasticEncoderPenalties):
+    """WAE-MMD (Tolstikhin et al. 2018): reconstruction + λ·MMD(aggregate posterior, prior), unbiased estimate."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    type: Literal["wae_mmd"]
+    lambda_: float = Field(10.0, ge=0, alias="lambda")
+    mmd: KernelConfig = KernelConfig()
+
+
+class InfoVAEConfig(Section):
+    """InfoVAE (Zhao et al. 2019): rec + (1-α)·KL(q(z|x)||p(z)) + (α+λ-1)·MMD(q(z), p(z)); α=1 is the MMD-VAE."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    type: Literal["infovae"]
+    alpha: float = Field(0.0, le=1)
+    lambda_: float = Field(1000.0, gt=0, alias="lambda")
+    mmd: KernelConfig = KernelConfig(kernel="rbf", scales=[1.0])
+
+    @model_validator(mode="after")
+    def _divergence_weight_not_negative(self) -> InfoVAEConfig:
+        if self.alpha + self.lambda_ - 1 < 0:
+            raise ValueError(f"alpha + lambda - 1 must be >= 0 (got {self.alpha + self.lambda_ - 1:g})")
+        return self
+
+
+class DiscriminatorConfig(Section):
+    """WAE-GAN's latent-space discriminator: an MLP with its own Adam optimiser (Tolstikhin et al.)."""
+
+    hidden_dim: int = Field(512, gt=0)
+    layers: int = Field(3, ge=1)  # hidden layers
+    lr: float = Field(5e-4, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)
+
+
+class WAEGANConfig(StochasticEncoderPenalties):
+    """WAE-GAN (Tolstikhin et al. 2018): reconstruction + λ·(-log D(z)), z from the encoder, D trained adversarially."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    type: Literal["wae_gan"]
+    lambda_: float = Field(1.0, ge=0, alias="lambda")
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+
+
+ObjectiveConfig = Annotated[
+    ElboConfig | WAEMMDConfig | InfoVAEConfig | WAEGANConfig, Field(discriminator="type")
+]
+OBJECTIVE_TYPES = ("elbo", "wae_mmd", "infovae", "wae_gan")
 
 
 class JointUpdateConfig(Section):
@@ -186,21 +318,38 @@ class Recipe(Section):
     description: str = ""
     data: DataConfig
     model: ModelConfig = ModelConfig()
-    objective: ObjectiveConfig = ObjectiveConfig()
+    objective: ObjectiveConfig = ElboConfig()
     update: UpdateConfig = JointUpdateConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
-    def _lm_has_no_latent_objective(self) -> Recipe:
-        if self.model.type == "lstm_lm" and self.objective.free_bits is not None:
-            raise ValueError("objective.free_bits has no meaning for a language model (model.type: lstm_lm)")
-        if self.train.posterior_mean_plot is not None and self.model.latent_dim not in (1, 2):
+    def _sections_agree(self) -> Recipe:
+        model, objective = self.model, self.objective
+        if model.type in LANGUAGE_MODELS and objective.type != "elbo":
+            raise ValueError(f"objective.type {objective.type} needs a latent variable (model.type is {model.type})")
+        free_bits = getattr(objective, "free_bits", None)
+        if model.type in LANGUAGE_MODELS and free_bits is not None:
+            raise ValueError(f"objective.free_bits has no meaning for a language model (model.type: {model.type})")
+        if free_bits is not None and model.prior.type != "standard_normal":
+            raise ValueError("objective.free_bits needs the per-dimension KL of model.prior.type standard_normal")
+        if model.posterior == "deterministic" and objective.type in ("elbo", "infovae"):
             raise ValueError(
-                f"train.posterior_mean_plot needs a 1-d or 2-d latent (model.latent_dim is {self.model.latent_dim})"
+                f"objective.type {objective.type} needs a stochastic encoder: set model.posterior: gaussian"
+            )
+        if model.posterior == "deterministic" and self.update.type != "joint":
+            raise ValueError(f"update.type {self.update.type} refines a Gaussian posterior: set model.posterior: gaussian")
+        if model.posterior == "deterministic" and (objective.kl_weight or objective.logvar_penalty):
+            raise ValueError("objective.kl_weight and logvar_penalty act on a stochastic encoder (model.posterior)")
+        if self.train.posterior_mean_plot is not None and model.latent_dim not in (1, 2):
+            raise ValueError(
+                f"train.posterior_mean_plot needs a 1-d or 2-d latent (model.latent_dim is {model.latent_dim})"
             )
         return self
+
+
+UNION_TAGS = {("update", t) for t in UPDATE_TYPES} | {("objective", t) for t in OBJECTIVE_TYPES}
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -276,7 +425,7 @@ def _nest(parts: list[str], value: Any) -> dict[str, Any]:
 def _format_validation_error(source: str, err: ValidationError) -> str:
     first = err.errors()[0]
     loc = list(first["loc"])
-    if len(loc) > 1 and loc[0] == "update" and loc[1] in UPDATE_TYPES:
+    if len(loc) > 1 and (loc[0], loc[1]) in UNION_TAGS:
         del loc[1]  # the union's tag is not a key the user wrote
     key = ".".join(str(p) for p in loc) or "(top level)"
     kind = first["type"]
@@ -307,4 +456,4 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 
 def save_recipe(recipe: Recipe, path: Path) -> None:
-    path.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    path.write_text(yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True), sort_keys=False), encoding="utf-8")

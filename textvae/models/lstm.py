@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from textvae.data.tokenizers import PAD
-from textvae.models.posteriors import DiagonalGaussian
+from textvae.models.base import TokenDecoder
+from textvae.models.posteriors import Posterior, PosteriorHead
 
 
 def uniform_init(module: nn.Module, scale: float, embed_scale: float) -> None:
@@ -20,24 +19,32 @@ def uniform_init(module: nn.Module, scale: float, embed_scale: float) -> None:
 
 
 class LSTMEncoder(nn.Module):
-    """Reads <s> x </s>; the final hidden state gives the Gaussian's mean and log-variance."""
+    """Reads <s> x </s>; the final hidden state gives q(z|x) (Gaussian mean and log-variance, or a point)."""
 
-    def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, latent_dim: int) -> None:
+    def __init__(
+        self, vocab_size: int, embed_dim: int, hidden_dim: int, latent_dim: int, posterior: str = "gaussian"
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=None)
         self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
-        self.to_posterior = nn.Linear(hidden_dim, 2 * latent_dim, bias=False)
+        self.to_posterior = PosteriorHead(hidden_dim, latent_dim, posterior)
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> DiagonalGaussian:
-        out, _ = self.lstm(self.embed(tokens))
+    @property
+    def embedding_dim(self) -> int:
+        return self.embed.embedding_dim
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> Posterior:
+        return self.embedded(self.embed(tokens), lengths)
+
+    def embedded(self, embeddings: torch.Tensor, lengths: torch.Tensor) -> Posterior:
+        """q(z|x) from input embeddings [B, T, E] (T = length + 2 for the longest)."""
+        out, _ = self.lstm(embeddings)
         # position of </s> is length + 1; padding after it cannot reach it (causal LSTM)
         last = (lengths + 1).view(-1, 1, 1).expand(-1, 1, out.shape[-1])
-        final = out.gather(1, last).squeeze(1)
-        mean, logvar = self.to_posterior(final).chunk(2, dim=-1)
-        return DiagonalGaussian(mean, logvar)
+        return self.to_posterior(out.gather(1, last).squeeze(1))
 
 
-class LSTMDecoder(nn.Module):
+class LSTMDecoder(TokenDecoder):
     """p(x|z): z is concatenated to every input embedding and sets c0 = W z, h0 = tanh(c0).
 
     With `latent_dim == 0` this is the plain LSTM language model.
@@ -80,16 +87,3 @@ class LSTMDecoder(nn.Module):
         """Next-token logits [N, T, V] for inputs [N, T] with one z [N, Z] per row; returns (logits, state)."""
         out, state = self.hidden(inputs, z, state)
         return self.output(self.dropout_out(out)), state
-
-    def log_prob(self, tokens: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        """log p(x|z) summed over predicted tokens. tokens [B, T]; z [B, n, Z] -> [B, n] (or None -> [B, 1])."""
-        batch = tokens.shape[0]
-        n = 1 if z is None else z.shape[1]
-        inputs, targets = tokens[:, :-1], tokens[:, 1:]
-        if n > 1:
-            inputs = inputs.repeat_interleave(n, dim=0)
-            targets = targets.repeat_interleave(n, dim=0)
-        flat_z = None if z is None else z.reshape(batch * n, -1)
-        logits, _ = self.logits(inputs, flat_z)
-        nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD, reduction="none")
-        return -nll.view(batch * n, -1).sum(-1).view(batch, n)

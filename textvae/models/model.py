@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +13,10 @@ from transformers.utils import logging as hf_logging
 
 from textvae.config import ModelConfig
 from textvae.errors import TextVAEError
+from textvae.models.base import ARCHITECTURES, architecture
 from textvae.models.lstm import LSTMDecoder, LSTMEncoder, uniform_init
-from textvae.models.posteriors import DiagonalGaussian
-from textvae.models.priors import PRIORS
-from textvae.registry import Registry
+from textvae.models.posteriors import DiagonalGaussian, Posterior
+from textvae.models.priors import build_prior
 
 hf_logging.disable_progress_bar()  # saving and loading small models needs no progress bar
 
@@ -28,8 +27,8 @@ class LatentVariableConfig(PreTrainedConfig):
     model_type = "textvae"
 
     def __init__(self, architecture: str = "lstm_vae", vocab_size: int = 4, **kwargs) -> None:
-        spec = ModelConfig.model_fields
-        own = {k: kwargs.pop(k, field.default) for k, field in spec.items() if k != "type"}
+        defaults = ModelConfig().model_dump(mode="json")
+        own = {k: kwargs.pop(k, default) for k, default in defaults.items() if k != "type"}
         super().__init__(**kwargs)
         self.architecture = architecture
         self.vocab_size = vocab_size
@@ -38,34 +37,43 @@ class LatentVariableConfig(PreTrainedConfig):
 
     @classmethod
     def from_recipe(cls, cfg: ModelConfig, vocab_size: int) -> LatentVariableConfig:
-        return cls(architecture=cfg.type, vocab_size=vocab_size, **cfg.model_dump(exclude={"type"}))
+        return cls(architecture=cfg.type, vocab_size=vocab_size, **cfg.model_dump(mode="json", exclude={"type"}))
+
+    @property
+    def section(self) -> ModelConfig:
+        """The recipe's `model:` section this config was made from (nested sections as pydantic models)."""
+        fields = {k: getattr(self, k) for k in ModelConfig.model_fields if k != "type" and hasattr(self, k)}
+        return ModelConfig.model_validate({"type": self.architecture, **fields})
 
 
 @dataclass
 class LatentVariableOutput(ModelOutput):
-    """One forward pass: log p(x|z) for n samples, per-dimension KL, the posterior."""
+    """One forward pass: log p(x|z) for n samples, KL(q(z|x) || p(z)) per document, the posterior."""
 
     log_likelihood: torch.Tensor | None = None  # [B, n]
-    kl: torch.Tensor | None = None  # [B, Z]
-    posterior: DiagonalGaussian | None = None
-
-
-Builder = Callable[[LatentVariableConfig], tuple[nn.Module | None, nn.Module]]
-ARCHITECTURES: Registry[Builder] = Registry("architecture")
-architecture = ARCHITECTURES.register
+    kl: torch.Tensor | None = None  # [B]; None for a language model or a deterministic encoder
+    posterior: Posterior | None = None
 
 
 @architecture("lstm_vae")
 def _lstm_vae(cfg: LatentVariableConfig) -> tuple[nn.Module, nn.Module]:
     encoder = LSTMEncoder(
-        cfg.vocab_size, cfg.enc_embed_dim or cfg.embed_dim, cfg.enc_hidden_dim or cfg.hidden_dim, cfg.latent_dim
+        cfg.vocab_size,
+        cfg.enc_embed_dim or cfg.embed_dim,
+        cfg.enc_hidden_dim or cfg.hidden_dim,
+        cfg.latent_dim,
+        cfg.posterior,
     )
-    return encoder, _lstm_decoder(cfg, cfg.latent_dim)
+    decoder = _lstm_decoder(cfg, cfg.latent_dim)
+    uniform_init(nn.ModuleList([encoder, decoder]), cfg.init_scale, cfg.embed_init_scale)
+    return encoder, decoder
 
 
 @architecture("lstm_lm")
 def _lstm_lm(cfg: LatentVariableConfig) -> tuple[None, nn.Module]:
-    return None, _lstm_decoder(cfg, 0)
+    decoder = _lstm_decoder(cfg, 0)
+    uniform_init(decoder, cfg.init_scale, cfg.embed_init_scale)
+    return None, decoder
 
 
 def _lstm_decoder(cfg: LatentVariableConfig, latent_dim: int) -> LSTMDecoder:
@@ -81,9 +89,8 @@ class LatentVariableModel(PreTrainedModel):
 
     def __init__(self, config: LatentVariableConfig) -> None:
         super().__init__(config)
-        self.encoder, self.decoder = ARCHITECTURES[config.architecture](config)
-        self.prior = PRIORS[config.prior](config.latent_dim)
-        uniform_init(self, config.init_scale, config.embed_init_scale)
+        self.encoder, self.decoder = ARCHITECTURES[config.architecture](config)  # each initialises itself
+        self.prior = build_prior(config.section.prior, config.latent_dim, self.encoder)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -97,10 +104,23 @@ class LatentVariableModel(PreTrainedModel):
     def latent_dim(self) -> int:
         return self.config.latent_dim if self.has_latent else 0
 
-    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> DiagonalGaussian:
+    @property
+    def stochastic(self) -> bool:
+        """Whether q(z|x) is a density (Gaussian) rather than a point (deterministic WAE encoder)."""
+        return self.has_latent and self.config.posterior == "gaussian"
+
+    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> Posterior:
         if self.encoder is None:
             raise TypeError("a language model has no encoder")
         return self.encoder(tokens, lengths)
+
+    def kl(self, posterior: DiagonalGaussian, z: torch.Tensor | None = None) -> torch.Tensor:
+        """KL(q(z|x) || p(z)) per document, [B]: in closed form for N(0, I), else by Monte Carlo.
+
+        The Monte Carlo estimate averages log q(z|x) - log p(z) over `z` [B, n, Z] when given (e.g. the
+        samples the reconstruction term used), else over `prior.kl_samples` fresh samples.
+        """
+        return self.prior.kl(posterior, z)
 
     def log_likelihood(self, tokens: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """log p(x|z) per example and sample: z [B, n, Z] -> [B, n]."""
@@ -111,9 +131,8 @@ class LatentVariableModel(PreTrainedModel):
             return LatentVariableOutput(log_likelihood=self.log_likelihood(tokens, None))
         posterior = self.encode(tokens, lengths)
         z = posterior.rsample(n_samples)
-        return LatentVariableOutput(
-            log_likelihood=self.log_likelihood(tokens, z), kl=posterior.kl(), posterior=posterior
-        )
+        kl = self.kl(posterior, z) if posterior.stochastic else None
+        return LatentVariableOutput(log_likelihood=self.log_likelihood(tokens, z), kl=kl, posterior=posterior)
 
 
 def build_model(cfg: ModelConfig, vocab_size: int) -> LatentVariableModel:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 LOG_2PI = math.log(2 * math.pi)
 
 
 class DiagonalGaussian:
     """N(mean, diag(exp(logvar))) for a batch: mean and logvar are [B, Z]."""
+
+    stochastic = True
 
     def __init__(self, mean: torch.Tensor, logvar: torch.Tensor) -> None:
         self.mean = mean
@@ -43,8 +46,30 @@ class DiagonalGaussian:
 class Deterministic:
     """A point mass at `mean` (deterministic WAE encoders); no density, no KL."""
 
+    stochastic = False
+
     def __init__(self, mean: torch.Tensor) -> None:
         self.mean = mean
 
     def rsample(self, n: int = 1) -> torch.Tensor:
         return self.mean.unsqueeze(1).expand(-1, n, -1)
+
+
+Posterior = DiagonalGaussian | Deterministic
+
+
+class PosteriorHead(nn.Linear):
+    """The encoder's last layer: a summary vector [B, H] -> q(z|x), Gaussian (mean, logvar) or deterministic."""
+
+    def __init__(self, in_dim: int, latent_dim: int, kind: str = "gaussian", bias: bool = False) -> None:
+        if kind not in ("gaussian", "deterministic"):
+            raise ValueError(f"unknown posterior {kind!r}")
+        super().__init__(in_dim, (2 if kind == "gaussian" else 1) * latent_dim, bias=bias)
+        self.kind = kind
+
+    def forward(self, summary: torch.Tensor) -> Posterior:  # type: ignore[override]
+        out = super().forward(summary)
+        if self.kind == "deterministic":
+            return Deterministic(out)
+        mean, logvar = out.chunk(2, dim=-1)
+        return DiagonalGaussian(mean, logvar)

@@ -1,26 +1,161 @@
-"""Priors p(z)."""
+"""Priors p(z): standard normal, a learnable mixture of Gaussians, the VampPrior.
+
+Every prior has `sample(n)`, `log_prob(z)` (summed over the latent dimension) and `kl(posterior, z)`, the
+KL(q(z|x) || p(z)) per document: in closed form where one exists, else by Monte Carlo.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
-from textvae.models.posteriors import LOG_2PI
+from textvae.config import PriorConfig
+from textvae.models.posteriors import LOG_2PI, DiagonalGaussian
+from textvae.registry import Registry
 
 
-class StandardNormal(nn.Module):
-    """p(z) = N(0, I)."""
+class Prior(nn.Module):
+    """Base: Monte Carlo KL from `log_prob`; subclasses give `sample` and `log_prob`."""
 
-    def __init__(self, latent_dim: int) -> None:
+    def __init__(self, latent_dim: int, kl_samples: int = 1) -> None:
         super().__init__()
         self.latent_dim = latent_dim
+        self.kl_samples = kl_samples
 
-    def sample(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, device=device)
+    def sample(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+        raise NotImplementedError
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """Sum over the last (latent) dimension."""
+        raise NotImplementedError
+
+    def kl(self, posterior: DiagonalGaussian, z: torch.Tensor | None = None) -> torch.Tensor:
+        """E_q[log q(z|x) - log p(z)] per document [B], averaged over z [B, n, Z] (fresh samples if None)."""
+        if z is None:
+            z = posterior.rsample(self.kl_samples)
+        return (posterior.log_prob(z) - self.log_prob(z)).mean(1)
+
+    def _device(self, device: torch.device | str | None) -> torch.device | str:
+        if device is not None:
+            return device
+        param = next(self.parameters(), None)
+        return "cpu" if param is None else param.device
+
+
+class StandardNormal(Prior):
+    """p(z) = N(0, I); the KL to a diagonal Gaussian is exact."""
+
+    def sample(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+        return torch.randn(n, self.latent_dim, device=self._device(device))
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return -0.5 * (z**2 + LOG_2PI).sum(-1)
 
+    def kl(self, posterior: DiagonalGaussian, z: torch.Tensor | None = None) -> torch.Tensor:
+        return posterior.kl().sum(-1)
 
-PRIORS: dict[str, type[nn.Module]] = {"standard_normal": StandardNormal}
+
+class MixtureOfGaussians(Prior):
+    """p(z) = Σ_k π_k N(μ_k, diag σ_k²) with learnable weights, means and variances."""
+
+    def __init__(self, latent_dim: int, components: int, kl_samples: int = 1) -> None:
+        super().__init__(latent_dim, kl_samples)
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.means = nn.Parameter(torch.empty(components, latent_dim))
+        self.logvars = nn.Parameter(torch.zeros(components, latent_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Equal weights, unit variances, means drawn from N(0, I) so the components start apart."""
+        with torch.no_grad():
+            self.logits.zero_()
+            self.logvars.zero_()
+            self.means.normal_()
+
+    @property
+    def components(self) -> int:
+        return self.means.shape[0]
+
+    def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log π_k + log N(z; μ_k, σ_k²) for every component: z [..., Z] -> [..., K]."""
+        dev = z.unsqueeze(-2) - self.means
+        log_normal = -0.5 * (dev**2 / self.logvars.exp() + self.logvars + LOG_2PI).sum(-1)
+        return torch.log_softmax(self.logits, 0) + log_normal
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(self.component_log_prob(z), dim=-1)
+
+    def sample_component(self, k: int, n: int) -> torch.Tensor:
+        """n samples from component k alone, [n, Z]."""
+        eps = torch.randn(n, self.latent_dim, device=self.means.device)
+        return self.means[k] + eps * (0.5 * self.logvars[k]).exp()
+
+    def sample(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Reparameterised given the component (drawn from π): gradients reach means and variances."""
+        which = torch.multinomial(torch.softmax(self.logits, 0), n, replacement=True)
+        eps = torch.randn(n, self.latent_dim, device=self.means.device)
+        z = self.means[which] + eps * (0.5 * self.logvars[which]).exp()
+        return z.to(self._device(device))
+
+
+class VampPrior(Prior):
+    """p(z) = 1/K Σ_k q(z | u_k) with K learnable pseudo-inputs u_k (Tomczak & Welling 2018).
+
+    For text the pseudo-inputs are sequences of `pseudo_length` learnable input embeddings that the
+    encoder reads in place of embedded tokens. The encoder is shared, not owned: it is held outside
+    the module tree so its weights are saved once.
+    """
+
+    def __init__(self, latent_dim: int, encoder: nn.Module, components: int, length: int, kl_samples: int = 1):
+        super().__init__(latent_dim, kl_samples)
+        if not hasattr(encoder, "embedded"):
+            raise TypeError(f"{type(encoder).__name__} cannot read pseudo-inputs (no `embedded` method)")
+        self._encoder = (encoder,)  # a tuple keeps it out of this module's parameters and state dict
+        self.pseudo_inputs = nn.Parameter(torch.empty(components, length + 2, encoder.embedding_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.pseudo_inputs.normal_(0.0, 0.1)
+
+    @property
+    def components(self) -> int:
+        return self.pseudo_inputs.shape[0]
+
+    def mixture(self) -> DiagonalGaussian:
+        """q(z | u_k) for every pseudo-input: a Gaussian with [K, Z] parameters."""
+        encoder = self._encoder[0]
+        lengths = torch.full((self.components,), self.pseudo_inputs.shape[1] - 2, device=self.pseudo_inputs.device)
+        return encoder.embedded(self.pseudo_inputs, lengths)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        q = self.mixture()
+        dev = z.unsqueeze(-2) - q.mean  # [..., K, Z]
+        log_normal = -0.5 * (dev**2 / q.logvar.exp() + q.logvar + LOG_2PI).sum(-1)
+        return torch.logsumexp(log_normal, dim=-1) - math.log(self.components)
+
+    def sample_component(self, k: int, n: int) -> torch.Tensor:
+        q = self.mixture()
+        return q.mean[k] + torch.randn(n, self.latent_dim, device=q.mean.device) * q.std[k]
+
+    def sample(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+        q = self.mixture()
+        which = torch.randint(self.components, (n,), device=q.mean.device)
+        z = q.mean[which] + torch.randn(n, self.latent_dim, device=q.mean.device) * q.std[which]
+        return z.to(self._device(device))
+
+
+PRIORS: Registry = Registry("prior")
+PRIORS.register("standard_normal")(lambda cfg, dim, encoder: StandardNormal(dim, cfg.kl_samples))
+PRIORS.register("mog")(lambda cfg, dim, encoder: MixtureOfGaussians(dim, cfg.components, cfg.kl_samples))
+PRIORS.register("vamp")(
+    lambda cfg, dim, encoder: VampPrior(dim, encoder, cfg.components, cfg.pseudo_length, cfg.kl_samples)
+)
+
+
+def build_prior(cfg: PriorConfig, latent_dim: int, encoder: nn.Module | None) -> Prior:
+    """The prior a recipe names (a language model gets the standard normal, never used)."""
+    if encoder is None:
+        return StandardNormal(latent_dim)
+    return PRIORS[cfg.type](cfg, latent_dim, encoder)

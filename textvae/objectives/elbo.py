@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from textvae.config import ObjectiveConfig
+from textvae.config import ElboConfig
 from textvae.data.batching import TextBatch
 from textvae.models.posteriors import DiagonalGaussian
 from textvae.objectives.base import ObjectiveOutput, objective
@@ -55,5 +55,5 @@ class ELBO:
 
 
 @objective("elbo")
-def make_elbo(cfg: ObjectiveConfig, steps_per_epoch: int, epochs: int) -> ELBO:
+def make_elbo(cfg: ElboConfig, steps_per_epoch: int, epochs: int) -> ELBO:
     return ELBO(cfg.beta, make_schedule(cfg.kl_schedule, steps_per_epoch, epochs), cfg.free_bits)

@@ -1,0 +1,50 @@
+"""What every architecture shares: the builder registry and the token-decoder contract.
+
+An architecture builder takes the model's `LatentVariableConfig` and returns `(encoder, decoder)`
+(encoder None for a language model), already initialised. Encoders map `(tokens, lengths)` to a
+posterior (`textvae.models.posteriors`) and `embedded(embeddings, lengths)` does the same from input
+embeddings (the VampPrior's pseudo-inputs); `embedding_dim` and `embed(tokens)` expose their input side.
+Decoders subclass `TokenDecoder`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from textvae.data.tokenizers import PAD
+from textvae.registry import Registry
+
+Builder = Callable[..., tuple[nn.Module | None, nn.Module]]
+ARCHITECTURES: Registry[Builder] = Registry("architecture")
+architecture = ARCHITECTURES.register
+
+
+class TokenDecoder(nn.Module):
+    """An autoregressive p(x|z) over token ids. Subclasses implement `logits`.
+
+    `logits(inputs [N, t], z [N, Z] | None, state)` returns `(logits [N, t, V], state)`: the next-token
+    logits for `inputs` given everything fed before through `state` (None at the start), so that decoding
+    can feed one token at a time and scoring can feed a whole sequence at once.
+    """
+
+    latent_dim: int
+
+    def logits(self, inputs: torch.Tensor, z: torch.Tensor | None, state=None):
+        raise NotImplementedError
+
+    def log_prob(self, tokens: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """log p(x|z) summed over predicted tokens. tokens [B, T]; z [B, n, Z] -> [B, n] (or None -> [B, 1])."""
+        batch = tokens.shape[0]
+        n = 1 if z is None else z.shape[1]
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        if n > 1:
+            inputs = inputs.repeat_interleave(n, dim=0)
+            targets = targets.repeat_interleave(n, dim=0)
+        flat_z = None if z is None else z.reshape(batch * n, -1)
+        logits, _ = self.logits(inputs, flat_z)
+        nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD, reduction="none")
+        return -nll.view(batch * n, -1).sum(-1).view(batch, n)
