@@ -18,6 +18,12 @@ OBJECTIVE_METHODS = ("lm", "vanilla", "anneal", "beta0.2", "beta0.4", "freebits"
 # update-rule methods: `base:` the objective method they extend, plus their `update:` (and SA-VAE's epochs)
 UPDATE_METHODS = {"aggressive": "vanilla", "aggressive-anneal": "anneal", "savae": "vanilla", "savae-anneal": "anneal"}
 METHODS = OBJECTIVE_METHODS + tuple(UPDATE_METHODS)
+# issue 4: Wasserstein / InfoVAE objectives and the transformer VAE, for these datasets
+WAE_METHODS = ("wae-mmd", "wae-mmd-stochastic", "infovae", "wae-gan")
+TRANSFORMER_METHODS = ("transformer", "transformer-anneal")
+WAE_DATASETS = ("synthetic", "ptb", "yahoo", "yahoo-mini")
+# files with their own settings on top of their `base:` (name: allowed top-level keys)
+SETUP_FILES = {"wae-bahuleyan": {"data", "model", "objective", "optim", "train"}}
 HE_ET_AL = ("yahoo", "yelp")  # He et al. 2019, Table 1
 # What a method file may set on top of its dataset's _base.yaml.
 METHOD_KEYS = {"base", "name", "description", "objective", "model"}
@@ -36,6 +42,9 @@ def test_every_dataset_has_a_base_and_every_method():
     for dataset in DATASETS:
         assert (RECIPES / dataset / "_base.yaml").is_file(), dataset
         for method in METHODS:
+            assert (RECIPES / dataset / f"{method}.yaml").is_file(), f"{dataset}/{method}"
+    for dataset in WAE_DATASETS:
+        for method in WAE_METHODS + TRANSFORMER_METHODS:
             assert (RECIPES / dataset / f"{method}.yaml").is_file(), f"{dataset}/{method}"
     assert (RECIPES / "README.md").is_file()
 
@@ -61,10 +70,19 @@ def test_method_file_inherits_the_dataset_base(path: Path):
         assert set(raw) <= UPDATE_METHOD_KEYS, set(raw) - UPDATE_METHOD_KEYS
         assert set(raw.get("train", {})) <= {"epochs"}
         return
-    assert raw["base"] == "_base.yaml"
-    assert set(raw) <= METHOD_KEYS, set(raw) - METHOD_KEYS
-    if "model" in raw:
-        assert raw["model"] == {"type": "lstm_lm"}
+    assert (path.parent / raw["base"]).is_file()
+    if path.stem.startswith("transformer"):
+        assert set(raw) <= METHOD_KEYS | {"optim"}, set(raw) - METHOD_KEYS
+        return
+    setup = next((keys for prefix, keys in SETUP_FILES.items() if path.stem.startswith(prefix)), None)
+    allowed = METHOD_KEYS | (setup or set())
+    assert set(raw) <= allowed, set(raw) - allowed
+    if path.stem in OBJECTIVE_METHODS:
+        assert raw["base"] == "_base.yaml"
+        if "model" in raw:
+            assert raw["model"] == {"type": "lstm_lm"}
+    elif "model" in raw and setup is None:  # WAE-style files change the posterior or prior only
+        assert set(raw["model"]) <= {"posterior", "prior"}
 
 
 @pytest.mark.parametrize("dataset", HE_ET_AL)
@@ -201,3 +219,52 @@ def test_set_style_override_takes_effect():
     assert nested.objective.kl_schedule.start == 0.1  # deep-merged, not replaced
     assert nested.train.device == "cpu"
     assert load_recipe(path).train.epochs == 100  # overrides do not leak into later loads
+
+
+@pytest.mark.parametrize("dataset", WAE_DATASETS)
+def test_wasserstein_and_infovae_files_carry_their_papers_settings(dataset: str):
+    deterministic = recipe(dataset, "wae-mmd")
+    assert deterministic.model.posterior == "deterministic" and deterministic.objective.type == "wae_mmd"
+    assert (deterministic.objective.lambda_, deterministic.objective.mmd.kernel) == (3.0, "imq")
+    assert deterministic.objective.mmd.scales == [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]  # Tolstikhin et al.
+    stochastic = recipe(dataset, "wae-mmd-stochastic")
+    assert stochastic.model.posterior == "gaussian" and stochastic.objective.kl_weight == 1.0  # Bahuleyan et al.
+    info = recipe(dataset, "infovae").objective
+    assert (info.type, info.alpha, info.lambda_) == ("infovae", 0.0, 1000.0)  # Zhao et al.
+    gan = recipe(dataset, "wae-gan")
+    assert gan.model.posterior == "deterministic" and gan.objective.lambda_ == 1.0
+    assert (gan.objective.discriminator.lr, gan.objective.discriminator.betas) == (5e-4, (0.5, 0.999))
+    vanilla = recipe(dataset, "vanilla")
+    for method in WAE_METHODS:  # only the objective (and posterior) differ from the dataset's VAE
+        r = recipe(dataset, method)
+        assert r.data == vanilla.data and r.optim == vanilla.optim and r.train == vanilla.train
+        assert r.model.model_dump(exclude={"posterior"}) == vanilla.model.model_dump(exclude={"posterior"})
+
+
+@pytest.mark.parametrize("dataset", WAE_DATASETS)
+def test_transformer_files_are_transformer_vaes(dataset: str):
+    r, anneal = recipe(dataset, "transformer"), recipe(dataset, "transformer-anneal")
+    assert r.model.type == "transformer_vae" and r.model.latent_injection == "both"
+    assert r.optim.type == "adam" and r.objective.type == "elbo" and r.objective.kl_schedule.type == "constant"
+    assert anneal.model == r.model and anneal.objective.kl_schedule.type == "linear"
+    assert r.model.latent_dim == recipe(dataset, "vanilla").model.latent_dim
+
+
+def test_bahuleyan_sentence_wae_settings():
+    for name, posterior in (("wae-bahuleyan", "gaussian"), ("wae-bahuleyan-deterministic", "deterministic")):
+        r = recipe("ptb", name)
+        assert (r.model.hidden_dim, r.model.embed_dim, r.model.latent_dim, r.model.posterior) == (
+            100,
+            300,
+            100,
+            posterior,
+        )
+        assert (r.data.batch_size, r.data.max_length, r.train.epochs) == (128, 20, 20)
+        assert (r.optim.type, r.optim.lr, r.objective.lambda_, r.objective.mmd.kernel) == ("adam", 1e-3, 3.0, "imq")
+        assert r.objective.kl_weight == (1.0 if posterior == "gaussian" else 0.0)
+
+
+def test_prior_files():
+    assert recipe("ptb", "wae-mmd-mog").model.prior.type == "mog"
+    vamp = recipe("ptb", "vamp").model.prior
+    assert (vamp.type, vamp.components) == ("vamp", 50)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from textvae.cli.app import quiet_libraries, setup_logging
 
-TABLE_KEYS = ("iw_nll", "elbo_nll", "rec", "kl", "iw_ppl", "ppl", "mi", "au")
+TABLE_KEYS = ("iw_nll", "elbo_nll", "rec", "kl", "iw_ppl", "ppl", "mi", "au", "recon_bleu")
 SVI_KEYS = ("iw_nll_svi", "iw_ppl_svi")  # shown when some run has them (test-time SVI)
 
 
@@ -70,5 +70,5 @@ def evaluate(
         raise TextVAEError("--svi-steps: must be at least 1")
     run = load_run(run_dir, device)
     metrics = evaluate_run(run, split, iw_samples, limit, svi_steps)
-    Console().print(metrics_table({run_dir.name: metrics}, title=f"{run_dir} · {split} · k={metrics['iw_samples']}"))
+    Console().print(metrics_table({run_dir.name: metrics}, title=f"{run_dir} · {split} · k={metrics.get('iw_samples', '-')}"))
     write_json_atomic(output or run_dir / "eval.json", metrics)

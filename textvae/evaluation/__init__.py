@@ -15,21 +15,23 @@ from textvae.evaluation.likelihood import elbo_nll, iw_nll
 
 
 def latent_metrics(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig) -> dict:
-    """KL per dimension, MI (batches of `cfg.mi_batch_size` in file order) and AU of a split."""
+    """KL per dimension, MI (batches of `cfg.mi_batch_size` in file order) and AU of a split.
+
+    A deterministic encoder has AU only (MI and KL need a posterior density); the KL per dimension is
+    given for the standard-normal prior only.
+    """
     if not model.has_latent:
         return {"mi": 0.0, "au": 0, "kl_per_dim": [], "au_variances": [], "mi_batch_size": cfg.mi_batch_size}
     ordered = make_loader(split, batch_size, shuffle=False)
-    mi_loader = make_loader(split, cfg.mi_batch_size, shuffle=False, bucket=False)
     means, kl_dims = encode_split(model, ordered)  # one encoder pass for both AU and KL per dimension
     au, variances = count_active_units(means, cfg.au_threshold)
-    return {
-        "mi": mutual_information(model, mi_loader, seed=cfg.seed),
-        "mi_batch_size": cfg.mi_batch_size,
-        "au": au,
-        "au_threshold": cfg.au_threshold,
-        "au_variances": [round(v, 6) for v in variances.tolist()],
-        "kl_per_dim": [round(v, 6) for v in kl_dims.tolist()],
-    }
+    metrics = {"au": au, "au_threshold": cfg.au_threshold, "au_variances": [round(v, 6) for v in variances.tolist()]}
+    if kl_dims is not None:
+        metrics["kl_per_dim"] = [round(v, 6) for v in kl_dims.tolist()]
+    if model.stochastic:
+        mi_loader = make_loader(split, cfg.mi_batch_size, shuffle=False, bucket=False)
+        metrics.update({"mi": mutual_information(model, mi_loader, seed=cfg.seed), "mi_batch_size": cfg.mi_batch_size})
+    return metrics
 
 
 def evaluate(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig, iw: bool = True) -> dict:
@@ -39,7 +41,7 @@ def evaluate(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig, iw:
     """
     loader = make_loader(split, batch_size, shuffle=False)
     metrics = elbo_nll(model, loader, seed=cfg.seed)
-    if iw:
+    if iw and (model.stochastic or not model.has_latent):  # no importance weights without a density
         metrics.update(iw_nll(model, loader, k=cfg.iw_samples, chunk=cfg.iw_chunk, seed=cfg.seed))
         if cfg.svi is not None and model.has_latent:
             metrics.update(iw_nll(model, loader, k=cfg.iw_samples, chunk=cfg.iw_chunk, seed=cfg.seed, refine=cfg.svi))

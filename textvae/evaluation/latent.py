@@ -8,26 +8,33 @@ import torch
 from torch.utils.data import DataLoader
 
 from textvae.evaluation.common import model_device, seeded
+from textvae.models.priors import StandardNormal
+
+
+def has_kl_per_dim(model) -> bool:
+    """The KL splits over dimensions only for a Gaussian posterior and the standard-normal prior."""
+    return model.stochastic and isinstance(model.prior, StandardNormal)
 
 
 @torch.inference_mode()
-def encode_split(model, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
-    """One encoder pass: posterior means [N, Z] and the mean KL of each dimension [Z]."""
+def encode_split(model, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One encoder pass: posterior means [N, Z] and the mean KL of each dimension [Z] (None if undefined)."""
     model.eval()
     device = model_device(model)
-    means, kl_total = [], None
+    per_dim = has_kl_per_dim(model)
+    means, kl_total = [], 0.0
     for batch in loader:
         batch = batch.to(device)
         posterior = model.encode(batch.tokens, batch.lengths)
         means.append(posterior.mean.cpu())
-        kl = posterior.kl().sum(0).cpu()
-        kl_total = kl if kl_total is None else kl_total + kl
+        if per_dim:
+            kl_total = kl_total + posterior.kl().sum(0).cpu()
     means_all = torch.cat(means)
-    return means_all, kl_total / len(means_all)
+    return means_all, (kl_total / len(means_all) if per_dim else None)
 
 
-def kl_per_dim(model, loader: DataLoader) -> torch.Tensor:
-    """Mean KL(q(z|x) || p(z)) of each latent dimension over the documents, [Z]."""
+def kl_per_dim(model, loader: DataLoader) -> torch.Tensor | None:
+    """Mean KL(q(z|x) || N(0, I)) of each latent dimension over the documents, [Z] (None if undefined)."""
     return encode_split(model, loader)[1]
 
 

@@ -25,7 +25,11 @@ def _ppl(total_nll: float, n_tokens: int) -> float:
 
 @torch.inference_mode()
 def elbo_nll(model, loader: DataLoader, n_samples: int = 1, seed: int = 0) -> dict[str, float]:
-    """-ELBO per document with the analytic KL, the reconstruction term estimated with `n_samples` z."""
+    """-ELBO per document, the reconstruction term estimated with `n_samples` z.
+
+    The KL is exact for the standard-normal prior and a Monte Carlo estimate on the same z otherwise. A
+    deterministic encoder has no ELBO: only `rec` (-log p(x|z = encoder output)) and its `rec_ppl` are given.
+    """
     model.eval()
     device = model_device(model)
     rec_total = kl_total = 0.0
@@ -39,14 +43,16 @@ def elbo_nll(model, loader: DataLoader, n_samples: int = 1, seed: int = 0) -> di
                 kl_total += out.kl.sum().item()
             n_docs += len(batch)
             n_tokens += batch.n_predicted
+    counts = {"n_sentences": n_docs, "n_tokens": n_tokens}
+    if model.has_latent and not model.stochastic:
+        return {"rec": rec_total / n_docs, "rec_ppl": _ppl(rec_total, n_tokens), **counts}
     total = rec_total + kl_total
     return {
         "elbo_nll": total / n_docs,
         "rec": rec_total / n_docs,
         "kl": kl_total / n_docs,
         "ppl": _ppl(total, n_tokens),
-        "n_sentences": n_docs,
-        "n_tokens": n_tokens,
+        **counts,
     }
 
 
@@ -60,7 +66,8 @@ def svi_posterior(model, tokens: torch.Tensor, posterior: DiagonalGaussian, cfg:
 
     def neg_elbo(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         q = DiagonalGaussian(mean, logvar)
-        return -model.log_likelihood(tokens, q.rsample(1))[:, 0] + q.kl().sum(-1)
+        z = q.rsample(1)
+        return -model.log_likelihood(tokens, z)[:, 0] + model.kl(q, z)
 
     with torch.backends.cudnn.flags(enabled=False):  # cuDNN's LSTM backward needs training mode
         refined = run_svi(neg_elbo, posterior.mean, posterior.logvar, cfg)

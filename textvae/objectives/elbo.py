@@ -14,10 +14,14 @@ from textvae.objectives.schedules import Schedule, make_schedule
 class ELBO:
     """loss = E_q[-log p(x|z)] + β · w(step) · KL, averaged over documents.
 
+    The KL is to the model's prior: exact for N(0, I), Monte Carlo on the reconstruction's z otherwise.
+
     Free bits (Kingma et al. 2016): the KL of each latent dimension, averaged over the batch, is
     clamped from below at `free_bits` nats before it is weighted, so no gradient pushes a
     dimension's KL under the target.
     """
+
+    selection_metric = "elbo_nll"  # the validation metric that picks the best epoch
 
     def __init__(self, beta: float, schedule: Schedule, free_bits: float | None = None) -> None:
         self.beta = beta
@@ -35,10 +39,14 @@ class ELBO:
 
     def loss_from_posterior(self, model, batch: TextBatch, posterior: DiagonalGaussian, step: int) -> ObjectiveOutput:
         """The batch loss for a given q(z|x) (the encoder's, or one refined by SVI)."""
-        rec = -model.log_likelihood(batch.tokens, posterior.rsample(1)).mean(1)  # [B]
-        kl = posterior.kl()  # [B, Z]
-        kl_dims = kl.mean(0)  # [Z]
-        kl_term = kl_dims.clamp(min=self.free_bits).sum() if self.free_bits is not None else kl_dims.sum()
+        z = posterior.rsample(1)
+        rec = -model.log_likelihood(batch.tokens, z).mean(1)  # [B]
+        if self.free_bits is not None:  # needs the per-dimension KL to N(0, I) (the recipe checks the prior)
+            kl_dims = posterior.kl()  # [B, Z]
+            kl, kl_term = kl_dims.sum(-1), kl_dims.mean(0).clamp(min=self.free_bits).sum()
+        else:
+            kl = model.kl(posterior, z)  # [B]: closed form, or Monte Carlo on the same z
+            kl_term = kl.mean()
         weight = self.kl_weight(step)
         loss = rec.mean() + weight * kl_term
         return ObjectiveOutput(
@@ -50,8 +58,9 @@ class ELBO:
 
         Free bits are a batch-level clamp and have no per-document meaning, so they are left out here.
         """
-        rec = -model.log_likelihood(batch.tokens, posterior.rsample(1)).mean(1)
-        return rec + self.kl_weight(step) * posterior.kl().sum(-1)
+        z = posterior.rsample(1)
+        rec = -model.log_likelihood(batch.tokens, z).mean(1)
+        return rec + self.kl_weight(step) * model.kl(posterior, z)
 
 
 @objective("elbo")

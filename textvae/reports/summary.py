@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-METRIC_COLUMNS = ("iw_nll", "elbo_nll", "kl", "mi", "au", "iw_ppl", "ppl")
+METRIC_COLUMNS = ("iw_nll", "elbo_nll", "rec", "kl", "mi", "au", "iw_ppl", "ppl", "recon_bleu")
 SVI_COLUMNS = ("iw_nll_svi",)  # shown when some run was evaluated with test-time SVI
 POSTERIOR_PLOT = "posterior_mean.png"  # written by train.posterior_mean_plot
 
@@ -93,6 +93,32 @@ def plot_curves(runs: dict[str, Path], out: Path) -> bool:
     return plotted
 
 
+def model_summary(model: dict) -> str:
+    """One line on the architecture, posterior and prior of a recipe's `model:` section."""
+    kind = model.get("type", "")
+    if kind.startswith("transformer"):
+        t = model.get("transformer", {})
+        shape = (
+            f"d_model {t.get('d_model')}, layers {t.get('encoder_layers')}/{t.get('decoder_layers')}, "
+            f"z via {model.get('latent_injection')}"
+        )
+    elif kind == "hf_vae":
+        shape = f"Hugging Face encoder/decoder, z via {model.get('latent_injection')}"
+    else:
+        shape = f"embed {model.get('embed_dim')}, hidden {model.get('hidden_dim')}"
+    prior = (model.get("prior") or {}).get("type", "standard_normal")
+    return f"model {kind} ({shape}, latent {model.get('latent_dim')}, {model.get('posterior', 'gaussian')} q, {prior} prior)"
+
+
+def objective_summary(objective: dict) -> str:
+    """One line on the objective: its type and scalar settings (KL schedule by type)."""
+    settings = [f"{k}={v}" for k, v in objective.items() if k != "type" and not isinstance(v, dict | list)]
+    schedule = (objective.get("kl_schedule") or {}).get("type")
+    if schedule:
+        settings.append(f"KL schedule {schedule}")
+    return f"objective {objective.get('type')} ({', '.join(settings)})"
+
+
 def write_report(runs: dict[str, Path], out: Path, title: str = "textvae report") -> Path:
     """Write `out` (Markdown) and `<out stem>_curves.png` beside it; returns the Markdown path."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +132,9 @@ def write_report(runs: dict[str, Path], out: Path, title: str = "textvae report"
             "",
             metrics_markdown(measured),
             "",
-            "`iw_nll`: importance-weighted NLL per document (nats); `elbo_nll`: reconstruction + KL; "
+            "`iw_nll`: importance-weighted NLL per document (nats); `elbo_nll`: reconstruction + KL; `rec`: "
+            "-log p(x|z), z ~ q(z|x) (the encoder's point for a deterministic encoder, where only `rec`, AU and "
+            "BLEU exist); `recon_bleu`: corpus BLEU (sacrebleu) of greedy decodes from the posterior mean; "
             "PPL = exp(total NLL / predicted tokens, `</s>` counted); MI: He et al.'s estimator "
             f"(batches of {first.get('mi_batch_size')}); "
             f"AU: dimensions with Cov_x(E[z|x]) ≥ {first.get('au_threshold', 0.01)}.",
@@ -128,13 +156,9 @@ def write_report(runs: dict[str, Path], out: Path, title: str = "textvae report"
     sections += ["## Runs", ""]
     for name, run_dir in runs.items():
         recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) if (run_dir / "recipe.yaml").is_file() else {}
-        model = recipe.get("model", {})
-        objective = recipe.get("objective", {})
         sections.append(
-            f"- **{name}** (`{run_dir}`): {recipe.get('description') or recipe.get('name', '')} — model "
-            f"{model.get('type')} (embed {model.get('embed_dim')}, hidden {model.get('hidden_dim')}, latent "
-            f"{model.get('latent_dim')}), objective {objective.get('type')} β={objective.get('beta')}, KL schedule "
-            f"{objective.get('kl_schedule', {}).get('type')}, free bits {objective.get('free_bits')}"
+            f"- **{name}** (`{run_dir}`): {recipe.get('description') or recipe.get('name', '')} — "
+            f"{model_summary(recipe.get('model', {}))}; {objective_summary(recipe.get('objective', {}))}"
         )
         rule = update_rule_summary(run_dir)
         if rule:

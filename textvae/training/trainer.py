@@ -211,15 +211,16 @@ class Trainer:
 
     def _validate(self) -> dict:
         metrics = elbo_nll(self.model, self.valid_loader, seed=self.recipe.eval.seed)
-        out = {f"val_{k}": metrics[k] for k in ("elbo_nll", "rec", "kl", "ppl")}
+        out = {f"val_{k}": metrics[k] for k in ("elbo_nll", "rec", "kl", "ppl", "rec_ppl") if k in metrics}
         if (self.recipe.train.val_latent_metrics or self.update.wants_val_mi) and self.model.has_latent:
             latent = latent_metrics(self.model, self.valid_split, self.recipe.data.eval_batch_size, self.recipe.eval)
-            out.update({"val_mi": latent["mi"], "val_au": latent["au"]})
+            out.update({f"val_{k}": latent[k] for k in ("mi", "au") if k in latent})
         return out
 
     def _after_epoch(self, metrics: dict) -> None:
         st, decay = self.state, self.recipe.train.lr_decay
-        val = metrics["val_elbo_nll"]
+        selection = f"val_{self.objective.selection_metric}"  # -ELBO, or reconstruction for WAEs
+        val = metrics[selection]
         improved = val < st.best_val
         if improved:
             st.best_val, st.best_epoch, st.not_improved = val, st.epoch, 0
@@ -236,20 +237,17 @@ class Trainer:
             "step": st.step,
             "lr": st.lr,
             **metrics,
-            "best_val_elbo_nll": st.best_val,
+            f"best_{selection}": st.best_val,
             "improved": improved,
             "lr_decays": st.decays,
         }
         self.metrics.write(record)
         save_checkpoint(self.run_dir / "checkpoints" / "last", self.model, self.tokenizer, asdict(st))
-        latent = f" mi {metrics['val_mi']:.3f} au {metrics['val_au']}" if "val_mi" in metrics else ""
+        shown = ("elbo_nll", "rec", "ppl", "rec_ppl", "kl", "mi", "au")
         logger.info(
-            "epoch %d: val elbo_nll %.3f ppl %.2f kl %.3f%s%s",
+            "epoch %d: %s%s",
             st.epoch,
-            val,
-            metrics["val_ppl"],
-            metrics["val_kl"],
-            latent,
+            " ".join(f"val {k} {metrics[f'val_{k}']:.4g}" for k in shown if f"val_{k}" in metrics),
             " (best)" if improved else "",
         )
         for cb in self.callbacks:

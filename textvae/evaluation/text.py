@@ -1,0 +1,123 @@
+"""Text metrics: reconstruction BLEU (encode, decode the posterior mean greedily) and sample diversity."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+from sacrebleu.metrics import BLEU
+
+from textvae.data.batching import TokenizedSplit, make_loader
+from textvae.data.tokenizers import TextTokenizer
+from textvae.evaluation.common import model_device, seeded
+from textvae.evaluation.posterior_mean import evaluating
+from textvae.generation.decoding import DecodingConfig, decode
+
+RECON_MAX_LENGTH = 200  # hard cap on a reconstruction's length, in tokens
+
+
+def reconstruction_limit(length: int | torch.Tensor, cap: int = RECON_MAX_LENGTH) -> int | torch.Tensor:
+    """How many tokens a reconstruction of a `length`-token document may have: 2 * length + 10, capped."""
+    bound = 2 * length + 10
+    return bound.clamp(max=cap) if isinstance(bound, torch.Tensor) else min(bound, cap)
+
+
+def reconstructions(
+    model, split: TokenizedSplit, tokenizer: TextTokenizer, batch_size: int, max_length: int = RECON_MAX_LENGTH
+) -> tuple[list[str], list[str]]:
+    """(references, reconstructions) in file order: each document greedily decoded from its posterior mean.
+
+    Both sides are detokenized from token ids with `tokenizer.decode`, so <unk> reads the same in both.
+    """
+    if not model.has_latent:
+        raise TypeError("reconstruction needs a latent variable; a language model has none")
+    device = model_device(model)
+    cfg = DecodingConfig(strategy="greedy", max_length=max_length)
+    decoded: list[list[int]] = [[] for _ in range(len(split))]
+    with evaluating(model), torch.inference_mode():
+        for batch in make_loader(split, batch_size, shuffle=False):
+            batch = batch.to(device)
+            z = model.encode(batch.tokens, batch.lengths).mean
+            limits = reconstruction_limit(batch.lengths, max_length)
+            for i, ids in zip(batch.index.tolist(), decode(model.decoder, z, cfg, max_lengths=limits)):
+                decoded[i] = ids
+    references = [tokenizer.decode(ids) for ids in split.ids]
+    return references, [tokenizer.decode(ids) for ids in decoded]
+
+
+def reconstruction_bleu(
+    model,
+    split: TokenizedSplit,
+    tokenizer: TextTokenizer,
+    batch_size: int,
+    limit: int | None = None,
+    max_length: int = RECON_MAX_LENGTH,
+) -> dict:
+    """Corpus BLEU (sacrebleu, default 13a tokenization) of greedy posterior-mean reconstructions.
+
+    Returns recon_bleu (0-100), recon_exact (fraction reproduced exactly), recon_docs, recon_max_length
+    (the cap on any reconstruction) and recon_bleu_signature (sacrebleu's, for papers). `limit`: the first
+    N documents only.
+    """
+    if limit is not None:
+        split = TokenizedSplit(split.ids[:limit])
+    references, hypotheses = reconstructions(model, split, tokenizer, batch_size, max_length)
+    bleu = BLEU()
+    score = bleu.corpus_score(hypotheses, [references])
+    exact = sum(h == r for h, r in zip(hypotheses, references))
+    return {
+        "recon_bleu": score.score,
+        "recon_exact": exact / max(len(references), 1),
+        "recon_docs": len(references),
+        "recon_max_length": max_length,
+        "recon_bleu_signature": str(bleu.get_signature()),
+    }
+
+
+def prior_samples(
+    model,
+    n: int,
+    decoding_cfg: DecodingConfig,
+    tokenizer: TextTokenizer,
+    z: torch.Tensor | None = None,
+    seed: int | None = None,
+) -> list[str]:
+    """Texts decoded from `z` [n, Z], or from n draws of the prior (none for a language model).
+
+    With `seed`, the prior draws and the sampling are reproducible and the global RNG is left untouched.
+    """
+    device = model_device(model)
+    with seeded(seed, device) if seed is not None else contextlib.nullcontext(), torch.inference_mode():
+        if z is None and model.has_latent:
+            z = model.prior.sample(n, device)
+        ids = decode(model.decoder, None if z is None else z.to(device), decoding_cfg, n=n)
+    return [tokenizer.decode(row) for row in ids]
+
+
+def distinct_n(token_lists: Sequence[Sequence[str]], n: int) -> float:
+    """Unique n-grams / total n-grams over all samples (0 when there are none)."""
+    grams = [tuple(tokens[i : i + n]) for tokens in token_lists for i in range(len(tokens) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def self_bleu(texts: Sequence[str]) -> float:
+    """Corpus BLEU of each text against all the others as references (lower: more diverse). O(n^2)."""
+    if len(texts) < 2:
+        return 0.0
+    others = [[texts[(i + shift) % len(texts)] for i in range(len(texts))] for shift in range(1, len(texts))]
+    return BLEU().corpus_score(list(texts), others).score
+
+
+def sample_diversity(texts: Sequence[str], with_self_bleu: bool = False) -> dict:
+    """distinct-1, distinct-2 and mean length over whitespace tokens; self-BLEU on request (quadratic cost)."""
+    tokens = [text.split() for text in texts]
+    metrics = {
+        "distinct_1": distinct_n(tokens, 1),
+        "distinct_2": distinct_n(tokens, 2),
+        "mean_length": sum(map(len, tokens)) / len(tokens) if tokens else 0.0,
+        "samples": len(texts),
+    }
+    if with_self_bleu:
+        metrics["self_bleu"] = self_bleu(texts)
+    return metrics

@@ -1,0 +1,110 @@
+"""Objectives that match the aggregate posterior q(z) to the prior: WAE-MMD and InfoVAE.
+
+WAE-MMD (Tolstikhin et al. 2018): rec + λ·MMD(q(z), p(z)), with a deterministic or stochastic encoder;
+a stochastic one may add Bahuleyan et al. (2019)'s KL(q(z|x) || p(z)) and Rubenstein et al. (2018)'s
+L1 penalty on the log-variances so that it stays stochastic.
+InfoVAE (Zhao et al. 2019): rec + (1-α)·KL(q(z|x) || p(z)) + (α+λ-1)·MMD(q(z), p(z)); α = 1 is the MMD-VAE.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from textvae.config import InfoVAEConfig, KernelConfig, WAEMMDConfig
+from textvae.data.batching import TextBatch
+from textvae.models.posteriors import Posterior
+from textvae.objectives.base import ObjectiveOutput, objective
+from textvae.objectives.mmd import mmd_unbiased
+
+
+class LatentMatchingObjective:
+    """loss = mean[-log p(x|z)] + kl_weight·mean KL(q(z|x)||p(z)) + logvar_penalty·mean Σ_d|log σ_d²| + D(q(z), p(z))
+
+    with one z ~ q(z|x) per document (the mean of a deterministic encoder, for which the KL and log-variance
+    terms are 0). The divergence D between the aggregate posterior and the prior is a batch-level term that
+    subclasses give in `divergence`.
+    """
+
+    selection_metric = "rec"  # the validation metric that picks the best epoch (the trainer adds `val_`)
+
+    def __init__(self, kl_weight: float = 0.0, logvar_penalty: float = 0.0) -> None:
+        self.kl_weight = kl_weight
+        self.logvar_penalty = logvar_penalty
+
+    def divergence(self, model, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The weighted batch-level term for posterior samples z [B, Z], and its terms to log."""
+        raise NotImplementedError
+
+    def __call__(self, model, batch: TextBatch, step: int) -> ObjectiveOutput:
+        return self.loss_from_posterior(model, batch, model.encode(batch.tokens, batch.lengths), step)
+
+    def loss_from_posterior(self, model, batch: TextBatch, posterior: Posterior, step: int) -> ObjectiveOutput:
+        """The batch loss for a given q(z|x) (the encoder's, or one refined by SVI)."""
+        z = posterior.rsample(1)  # [B, 1, Z]
+        rec, kl, logvar_l1 = self._document_terms(model, batch, posterior, z)
+        divergence, extra = self.divergence(model, z[:, 0])
+        loss = (rec + self.kl_weight * kl + self.logvar_penalty * logvar_l1).mean() + divergence
+        terms = {"rec": rec.sum().item(), "kl": kl.sum().item(), "kl_weight": self.kl_weight, "n": len(batch)}
+        if posterior.stochastic:
+            terms["logvar_l1"] = logvar_l1.mean().item()  # mean over documents of Σ_d |log σ_d²|
+        return ObjectiveOutput(loss, {**terms, **extra})
+
+    def example_losses(self, model, batch: TextBatch, posterior: Posterior, step: int) -> torch.Tensor:
+        """Per-document loss with one z ~ q(z|x), [B]: rec + kl_weight·KL + logvar_penalty·Σ_d|log σ_d²|.
+
+        The divergence between q(z) and p(z) is a batch-level term with no per-document value: left out.
+        """
+        rec, kl, logvar_l1 = self._document_terms(model, batch, posterior, posterior.rsample(1))
+        return rec + self.kl_weight * kl + self.logvar_penalty * logvar_l1
+
+    @staticmethod
+    def _document_terms(
+        model, batch: TextBatch, posterior: Posterior, z: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-log p(x|z), KL(q(z|x)||p(z)) (reusing z where it is Monte Carlo) and Σ_d|log σ_d²|, each [B]."""
+        rec = -model.log_likelihood(batch.tokens, z).mean(1)
+        if not posterior.stochastic:
+            zero = torch.zeros_like(rec)
+            return rec, zero, zero
+        return rec, model.kl(posterior, z), posterior.logvar.abs().sum(-1)
+
+
+class MMDObjective(LatentMatchingObjective):
+    """The divergence is weight·MMD²(z_q, z_p), the unbiased estimate between the batch's posterior samples
+    and as many prior samples (which carry gradients to a learnable prior). A batch of one document has no
+    unbiased estimate: its MMD term is 0."""
+
+    def __init__(self, mmd_weight: float, kernel: KernelConfig, kl_weight: float = 0.0, logvar_penalty: float = 0.0):
+        super().__init__(kl_weight, logvar_penalty)
+        self.mmd_weight = mmd_weight
+        self.kernel = kernel
+
+    def divergence(self, model, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        if z.shape[0] < 2:
+            return z.new_zeros(()), {"mmd": 0.0}
+        prior_z = model.prior.sample(z.shape[0], z.device).to(z.dtype)
+        mmd = mmd_unbiased(z, prior_z, self.kernel)
+        return self.mmd_weight * mmd, {"mmd": mmd.item()}
+
+
+class WAEMMD(MMDObjective):
+    """WAE-MMD (Tolstikhin et al. 2018). The best epoch is the one with the lowest reconstruction NLL: the
+    ELBO is not what it optimises and does not exist for a deterministic encoder."""
+
+    selection_metric = "rec"
+
+
+class InfoVAE(MMDObjective):
+    """InfoVAE (Zhao et al. 2019): KL weight 1-α, MMD weight α+λ-1 (α=0, λ=1 is the ELBO)."""
+
+    selection_metric = "elbo_nll"
+
+
+@objective("wae_mmd")
+def make_wae_mmd(cfg: WAEMMDConfig, steps_per_epoch: int, epochs: int) -> WAEMMD:
+    return WAEMMD(cfg.lambda_, cfg.mmd, cfg.kl_weight, cfg.logvar_penalty)
+
+
+@objective("infovae")
+def make_infovae(cfg: InfoVAEConfig, steps_per_epoch: int, epochs: int) -> InfoVAE:
+    return InfoVAE(cfg.alpha + cfg.lambda_ - 1.0, cfg.mmd, kl_weight=1.0 - cfg.alpha)

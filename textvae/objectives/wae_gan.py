@@ -1,0 +1,78 @@
+"""WAE-GAN (Tolstikhin et al. 2018): the divergence between q(z) and p(z) is judged by a latent discriminator."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from textvae.config import DiscriminatorConfig, WAEGANConfig
+from textvae.objectives.base import objective
+from textvae.objectives.wae import LatentMatchingObjective
+
+
+def make_discriminator(latent_dim: int, cfg: DiscriminatorConfig) -> nn.Sequential:
+    """An MLP z [N, Z] -> one logit per row [N, 1]: `cfg.layers` hidden layers of `cfg.hidden_dim` with ReLU."""
+    layers: list[nn.Module] = []
+    width = latent_dim
+    for _ in range(cfg.layers):
+        layers += [nn.Linear(width, cfg.hidden_dim), nn.ReLU()]
+        width = cfg.hidden_dim
+    return nn.Sequential(*layers, nn.Linear(width, 1))
+
+
+class WAEGAN(LatentMatchingObjective):
+    """WAE-GAN: rec + λ·mean(-log σ(D(z_q))) (the non-saturating generator loss) + the stochastic-encoder
+    penalties, where D tells prior samples (label 1) from encoder samples (label 0).
+
+    When the model is training and gradients are enabled, each call first takes one Adam step of D on the
+    batch's detached z_q against as many prior samples (binary cross-entropy). D is built on the first call
+    (`discriminator`, `optimizer`); it never sends gradients into the model, and the model's loss never
+    reaches D's parameters. A learnable prior gets no gradient from this objective: its samples only train D.
+    """
+
+    selection_metric = "rec"
+
+    def __init__(
+        self, weight: float, cfg: DiscriminatorConfig, kl_weight: float = 0.0, logvar_penalty: float = 0.0
+    ) -> None:
+        super().__init__(kl_weight, logvar_penalty)
+        self.weight = weight
+        self.cfg = cfg
+        self.discriminator: nn.Sequential | None = None
+        self.optimizer: torch.optim.Adam | None = None
+
+    def build(self, latent_dim: int, device: torch.device | str, dtype: torch.dtype = torch.float32) -> nn.Sequential:
+        """The discriminator and its optimiser, created once (call before loading a checkpoint of them)."""
+        if self.discriminator is None:
+            self.discriminator = make_discriminator(latent_dim, self.cfg).to(device=device, dtype=dtype)
+            self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
+        return self.discriminator
+
+    def discriminator_step(self, posterior_z: torch.Tensor, prior_z: torch.Tensor) -> float:
+        """One step of D on posterior samples (label 0) vs prior samples (label 1); returns its loss."""
+        discriminator = self.build(posterior_z.shape[-1], posterior_z.device, posterior_z.dtype)
+        logits = discriminator(torch.cat([posterior_z.detach(), prior_z.detach()])).squeeze(-1)
+        labels = torch.cat([torch.zeros_like(logits[: len(posterior_z)]), torch.ones_like(logits[len(posterior_z) :])])
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    def divergence(self, model, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        terms: dict[str, float] = {}
+        if model.training and torch.is_grad_enabled():
+            terms["disc_loss"] = self.discriminator_step(z, model.prior.sample(z.shape[0], z.device).to(z.dtype))
+        discriminator = self.build(z.shape[-1], z.device, z.dtype)
+        frozen = {name: p.detach() for name, p in discriminator.named_parameters()}
+        logits = functional_call(discriminator, frozen, (z,)).squeeze(-1)
+        adversarial = F.softplus(-logits).mean()  # -log σ(D(z_q))
+        return self.weight * adversarial, {**terms, "adv": adversarial.item()}
+
+
+@objective("wae_gan")
+def make_wae_gan(cfg: WAEGANConfig, steps_per_epoch: int, epochs: int) -> WAEGAN:
+    return WAEGAN(cfg.lambda_, cfg.discriminator, cfg.kl_weight, cfg.logvar_penalty)
