@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from textvae.config import AggressiveUpdateConfig, ModelConfig, ElboConfig, OptimConfig, Recipe
+from textvae.config import AggressiveUpdateConfig, ElboConfig, ModelConfig, OptimConfig, Recipe
 from textvae.data.batching import RandomBatches, TokenizedSplit
 from textvae.data.tokenizers import WordTokenizer
 from textvae.models.model import build_model

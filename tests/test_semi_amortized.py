@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from textvae.config import ModelConfig, ElboConfig, OptimConfig, SemiAmortizedUpdateConfig, SVIConfig
+from textvae.config import ElboConfig, ModelConfig, OptimConfig, SemiAmortizedUpdateConfig, SVIConfig
 from textvae.data.batching import RandomBatches, TokenizedSplit
 from textvae.errors import TextVAEError
 from textvae.models.model import build_model

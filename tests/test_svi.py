@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textvae.config import ModelConfig, ElboConfig, SVIConfig
+from textvae.config import ElboConfig, ModelConfig, SVIConfig
 from textvae.data.batching import collate
 from textvae.inference.svi import clip_per_document, refine, refine_differentiable
 from textvae.models.model import build_model

@@ -126,7 +126,7 @@ def evaluate_run(
         raise TextVAEError(f"data.{split}: the recipe names no {split} file")
     splits, _, _ = prepare_corpus(run.recipe.data, run.tokenizer, splits=(split,))
     data = TokenizedSplit.from_dataset(splits[split], limit=cfg.limit)
-    metrics = evaluate(run.model, data, run.recipe.data.eval_batch_size, cfg)
+    metrics = evaluate(run.model, data, run.recipe.data.eval_batch_size, cfg, tokenizer=run.tokenizer)
     metrics.update(
         {
             "split": split,

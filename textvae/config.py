@@ -153,7 +153,8 @@ class KernelConfig(Section):
 class StochasticEncoderPenalties(Section):
     """Terms that keep a stochastic WAE encoder stochastic (zero for a deterministic encoder)."""
 
-    # Bahuleyan et al. 2019 (stochastic WAE): weight of KL(q(z|x) || N(0, I)) per document
+    # Bahuleyan et al. 2019 (stochastic WAE): weight of KL(N(μ, σ²) || N(μ, I)) per document, a KL to a unit
+    # Gaussian centred on the posterior's own mean (keeps σ away from 0 without pulling μ to 0)
     kl_weight: float = Field(0.0, ge=0)
     # Rubenstein et al. 2018: weight of the L1 penalty Σ_d |log σ_d²| per document
     logvar_penalty: float = Field(0.0, ge=0)
@@ -202,9 +203,7 @@ class WAEGANConfig(StochasticEncoderPenalties):
     discriminator: DiscriminatorConfig = DiscriminatorConfig()
 
 
-ObjectiveConfig = Annotated[
-    ElboConfig | WAEMMDConfig | InfoVAEConfig | WAEGANConfig, Field(discriminator="type")
-]
+ObjectiveConfig = Annotated[ElboConfig | WAEMMDConfig | InfoVAEConfig | WAEGANConfig, Field(discriminator="type")]
 OBJECTIVE_TYPES = ("elbo", "wae_mmd", "infovae", "wae_gan")
 
 
@@ -308,6 +307,9 @@ class EvalConfig(Section):
     au_threshold: float = Field(0.01, gt=0)
     limit: int | None = Field(None, gt=0)  # evaluate the first N documents only
     seed: int = 0
+    # reconstruction BLEU (sacrebleu): greedy decodes from the posterior mean against the documents
+    recon_bleu: bool = True
+    recon_max_length: int = Field(200, gt=0)  # decoded words per document at most (also 2·length + 10)
     # Also report IW-NLL with the posterior refined by SVI at test time (`iw_nll_svi`), as Kim et al.
     # None: only for SA-VAE runs, with the training SVI settings.
     svi: SVIConfig | None = None
@@ -339,7 +341,9 @@ class Recipe(Section):
                 f"objective.type {objective.type} needs a stochastic encoder: set model.posterior: gaussian"
             )
         if model.posterior == "deterministic" and self.update.type != "joint":
-            raise ValueError(f"update.type {self.update.type} refines a Gaussian posterior: set model.posterior: gaussian")
+            raise ValueError(
+                f"update.type {self.update.type} refines a Gaussian posterior: set model.posterior: gaussian"
+            )
         if model.posterior == "deterministic" and (objective.kl_weight or objective.logvar_penalty):
             raise ValueError("objective.kl_weight and logvar_penalty act on a stochastic encoder (model.posterior)")
         if self.train.posterior_mean_plot is not None and model.latent_dim not in (1, 2):

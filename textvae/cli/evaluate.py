@@ -70,5 +70,7 @@ def evaluate(
         raise TextVAEError("--svi-steps: must be at least 1")
     run = load_run(run_dir, device)
     metrics = evaluate_run(run, split, iw_samples, limit, svi_steps)
-    Console().print(metrics_table({run_dir.name: metrics}, title=f"{run_dir} · {split} · k={metrics.get('iw_samples', '-')}"))
+    Console().print(
+        metrics_table({run_dir.name: metrics}, title=f"{run_dir} · {split} · k={metrics.get('iw_samples', '-')}")
+    )
     write_json_atomic(output or run_dir / "eval.json", metrics)

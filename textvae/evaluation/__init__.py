@@ -12,6 +12,7 @@ from textvae.evaluation.latent import (
     mutual_information,
 )
 from textvae.evaluation.likelihood import elbo_nll, iw_nll
+from textvae.evaluation.text import reconstruction_bleu, sample_diversity
 
 
 def latent_metrics(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig) -> dict:
@@ -34,10 +35,11 @@ def latent_metrics(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfi
     return metrics
 
 
-def evaluate(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig, iw: bool = True) -> dict:
+def evaluate(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig, iw: bool = True, tokenizer=None) -> dict:
     """elbo_nll, iw_nll, ppl, iw_ppl, kl, mi, au and the counts behind them, as one flat dict.
 
     With `cfg.svi` set (and a latent), also iw_nll_svi and iw_ppl_svi: IW with the SVI-refined posterior.
+    With a tokenizer (and `cfg.recon_bleu`), also the reconstruction BLEU of greedy decodes from E[z|x].
     """
     loader = make_loader(split, batch_size, shuffle=False)
     metrics = elbo_nll(model, loader, seed=cfg.seed)
@@ -46,7 +48,19 @@ def evaluate(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig, iw:
         if cfg.svi is not None and model.has_latent:
             metrics.update(iw_nll(model, loader, k=cfg.iw_samples, chunk=cfg.iw_chunk, seed=cfg.seed, refine=cfg.svi))
     metrics.update(latent_metrics(model, split, batch_size, cfg))
+    if tokenizer is not None and cfg.recon_bleu and model.has_latent:
+        metrics.update(reconstruction_bleu(model, split, tokenizer, batch_size, max_length=cfg.recon_max_length))
     return metrics
 
 
-__all__ = ["active_units", "elbo_nll", "evaluate", "iw_nll", "kl_per_dim", "latent_metrics", "mutual_information"]
+__all__ = [
+    "active_units",
+    "elbo_nll",
+    "evaluate",
+    "iw_nll",
+    "kl_per_dim",
+    "latent_metrics",
+    "mutual_information",
+    "reconstruction_bleu",
+    "sample_diversity",
+]

@@ -6,7 +6,6 @@ E_p[z|x] = Σ_g w_g z_g p(x|z_g) p(z_g) / Σ_g w_g p(x|z_g) p(z_g), so only 1-d 
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -19,7 +18,7 @@ from torch import nn
 from textvae.config import PosteriorMeanPlotConfig
 from textvae.data.batching import TokenizedSplit, make_loader
 from textvae.data.tokenizers import PAD
-from textvae.evaluation.common import model_device
+from textvae.evaluation.common import evaluating, model_device
 from textvae.evaluation.likelihood import rows_within_budget
 from textvae.models.lstm import LSTMDecoder
 
@@ -53,17 +52,6 @@ def latent_grid(latent_dim: int, grid_size: int, extent: float) -> LatentGrid:
     points = torch.cartesian_prod(*[axis] * latent_dim).reshape(-1, latent_dim)
     log_weights = torch.cartesian_prod(*[log_w] * latent_dim).reshape(-1, latent_dim).sum(-1)
     return LatentGrid(points, log_weights)
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module) -> Iterator[None]:
-    """Run a block with the model in eval mode, then restore its training mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _blocked_log_sum_exp(inputs: torch.Tensor, weight: torch.Tensor, nonpositive: bool) -> torch.Tensor:

@@ -10,8 +10,7 @@ from sacrebleu.metrics import BLEU
 
 from textvae.data.batching import TokenizedSplit, make_loader
 from textvae.data.tokenizers import TextTokenizer
-from textvae.evaluation.common import model_device, seeded
-from textvae.evaluation.posterior_mean import evaluating
+from textvae.evaluation.common import evaluating, model_device, seeded
 from textvae.generation.decoding import DecodingConfig, decode
 
 RECON_MAX_LENGTH = 200  # hard cap on a reconstruction's length, in tokens
@@ -88,7 +87,8 @@ def prior_samples(
     With `seed`, the prior draws and the sampling are reproducible and the global RNG is left untouched.
     """
     device = model_device(model)
-    with seeded(seed, device) if seed is not None else contextlib.nullcontext(), torch.inference_mode():
+    rng = seeded(seed, device) if seed is not None else contextlib.nullcontext()
+    with rng, evaluating(model), torch.inference_mode():
         if z is None and model.has_latent:
             z = model.prior.sample(n, device)
         ids = decode(model.decoder, None if z is None else z.to(device), decoding_cfg, n=n)

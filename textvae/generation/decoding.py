@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from textvae.data.tokenizers import BOS, EOS, PAD, UNK
-from textvae.evaluation.posterior_mean import evaluating
-from textvae.models.base import TokenDecoder
+from textvae.models.base import TokenDecoder, evaluating
 from textvae.registry import Registry
 
 
@@ -65,7 +64,8 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     probs = sorted_logits.softmax(-1)
     mass_before = probs.cumsum(-1) - probs
-    drop = (mass_before >= p).scatter(-1, order, mass_before >= p)
+    drop_sorted = mass_before >= p
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 
 
@@ -149,7 +149,7 @@ def decode(
     rows = _row_count(z, n)
     limits = torch.full((rows,), cfg.max_length, dtype=torch.long, device=device)
     if max_lengths is not None:
-        limits = limits.clamp(max=torch.as_tensor(max_lengths, dtype=torch.long, device=device))
+        limits = limits.clamp(max=torch.as_tensor(max_lengths, dtype=torch.long, device=device)).clamp(min=0)
     if seed is not None:
         if generator is not None:
             raise ValueError("give a generator or a seed, not both")

@@ -9,7 +9,8 @@ Decoders subclass `TokenDecoder`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,17 @@ from textvae.registry import Registry
 Builder = Callable[..., tuple[nn.Module | None, nn.Module]]
 ARCHITECTURES: Registry[Builder] = Registry("architecture")
 architecture = ARCHITECTURES.register
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Run a block with the model in eval mode, then restore its training mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 class TokenDecoder(nn.Module):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from textvae.config import ObjectiveConfig
-from textvae.objectives import elbo  # noqa: F401  (registers "elbo")
+from textvae.objectives import elbo, mmd, wae, wae_gan  # noqa: F401  (register elbo, wae_mmd, infovae, wae_gan)
 from textvae.objectives.base import OBJECTIVES, ObjectiveOutput
 
 

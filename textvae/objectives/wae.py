@@ -1,8 +1,9 @@
 """Objectives that match the aggregate posterior q(z) to the prior: WAE-MMD and InfoVAE.
 
 WAE-MMD (Tolstikhin et al. 2018): rec + λ·MMD(q(z), p(z)), with a deterministic or stochastic encoder;
-a stochastic one may add Bahuleyan et al. (2019)'s KL(q(z|x) || p(z)) and Rubenstein et al. (2018)'s
-L1 penalty on the log-variances so that it stays stochastic.
+a stochastic one may add Bahuleyan et al. (2019)'s KL(N(μ, σ²) || N(μ, I)) (a KL to a unit Gaussian centred
+on the posterior's own mean: it keeps σ from collapsing to 0 without pulling μ to 0) and Rubenstein et al.
+(2018)'s L1 penalty on the log-variances, so that it stays stochastic.
 InfoVAE (Zhao et al. 2019): rec + (1-α)·KL(q(z|x) || p(z)) + (α+λ-1)·MMD(q(z), p(z)); α = 1 is the MMD-VAE.
 """
 
@@ -18,17 +19,19 @@ from textvae.objectives.mmd import mmd_unbiased
 
 
 class LatentMatchingObjective:
-    """loss = mean[-log p(x|z)] + kl_weight·mean KL(q(z|x)||p(z)) + logvar_penalty·mean Σ_d|log σ_d²| + D(q(z), p(z))
+    """loss = mean[-log p(x|z) + prior_kl_weight·KL(q(z|x)||p(z)) + penalties] + D(q(z), p(z))
 
-    with one z ~ q(z|x) per document (the mean of a deterministic encoder, for which the KL and log-variance
-    terms are 0). The divergence D between the aggregate posterior and the prior is a batch-level term that
-    subclasses give in `divergence`.
+    with one z ~ q(z|x) per document (the mean of a deterministic encoder, for which the KL and the
+    penalties are 0). The penalties keep a stochastic encoder stochastic: variance_kl_weight·KL(N(μ,σ²) ||
+    N(μ,I)) (Bahuleyan et al. 2019) and logvar_penalty·Σ_d|log σ_d²| (Rubenstein et al. 2018). The divergence
+    D between the aggregate posterior and the prior is a batch-level term that subclasses give in `divergence`.
     """
 
     selection_metric = "rec"  # the validation metric that picks the best epoch (the trainer adds `val_`)
 
-    def __init__(self, kl_weight: float = 0.0, logvar_penalty: float = 0.0) -> None:
-        self.kl_weight = kl_weight
+    def __init__(self, prior_kl_weight: float = 0.0, variance_kl_weight: float = 0.0, logvar_penalty: float = 0.0):
+        self.prior_kl_weight = prior_kl_weight
+        self.variance_kl_weight = variance_kl_weight
         self.logvar_penalty = logvar_penalty
 
     def divergence(self, model, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -41,32 +44,32 @@ class LatentMatchingObjective:
     def loss_from_posterior(self, model, batch: TextBatch, posterior: Posterior, step: int) -> ObjectiveOutput:
         """The batch loss for a given q(z|x) (the encoder's, or one refined by SVI)."""
         z = posterior.rsample(1)  # [B, 1, Z]
-        rec, kl, logvar_l1 = self._document_terms(model, batch, posterior, z)
+        rec, kl, penalties, logged = self._document_terms(model, batch, posterior, z)
         divergence, extra = self.divergence(model, z[:, 0])
-        loss = (rec + self.kl_weight * kl + self.logvar_penalty * logvar_l1).mean() + divergence
-        terms = {"rec": rec.sum().item(), "kl": kl.sum().item(), "kl_weight": self.kl_weight, "n": len(batch)}
-        if posterior.stochastic:
-            terms["logvar_l1"] = logvar_l1.mean().item()  # mean over documents of Σ_d |log σ_d²|
-        return ObjectiveOutput(loss, {**terms, **extra})
+        loss = (rec + self.prior_kl_weight * kl + penalties).mean() + divergence
+        terms = {"rec": rec.sum().item(), "kl": kl.sum().item(), "kl_weight": self.prior_kl_weight, "n": len(batch)}
+        return ObjectiveOutput(loss, {**terms, **logged, **extra})
 
     def example_losses(self, model, batch: TextBatch, posterior: Posterior, step: int) -> torch.Tensor:
-        """Per-document loss with one z ~ q(z|x), [B]: rec + kl_weight·KL + logvar_penalty·Σ_d|log σ_d²|.
+        """Per-document loss with one z ~ q(z|x), [B]: rec + prior_kl_weight·KL + the penalties.
 
         The divergence between q(z) and p(z) is a batch-level term with no per-document value: left out.
         """
-        rec, kl, logvar_l1 = self._document_terms(model, batch, posterior, posterior.rsample(1))
-        return rec + self.kl_weight * kl + self.logvar_penalty * logvar_l1
+        rec, kl, penalties, _ = self._document_terms(model, batch, posterior, posterior.rsample(1))
+        return rec + self.prior_kl_weight * kl + penalties
 
-    @staticmethod
-    def _document_terms(
-        model, batch: TextBatch, posterior: Posterior, z: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-log p(x|z), KL(q(z|x)||p(z)) (reusing z where it is Monte Carlo) and Σ_d|log σ_d²|, each [B]."""
+    def _document_terms(self, model, batch: TextBatch, posterior: Posterior, z: torch.Tensor):
+        """-log p(x|z), KL(q(z|x)||p(z)) (reusing z where it is Monte Carlo) and the weighted penalties, each
+        [B]; plus the penalties' unweighted batch means to log."""
         rec = -model.log_likelihood(batch.tokens, z).mean(1)
         if not posterior.stochastic:
             zero = torch.zeros_like(rec)
-            return rec, zero, zero
-        return rec, model.kl(posterior, z), posterior.logvar.abs().sum(-1)
+            return rec, zero, zero, {}
+        variance_kl = 0.5 * (posterior.logvar.exp() - posterior.logvar - 1.0).sum(-1)  # KL(N(μ,σ²) || N(μ,I))
+        logvar_l1 = posterior.logvar.abs().sum(-1)
+        penalties = self.variance_kl_weight * variance_kl + self.logvar_penalty * logvar_l1
+        logged = {"variance_kl": variance_kl.mean().item(), "logvar_l1": logvar_l1.mean().item()}
+        return rec, model.kl(posterior, z), penalties, logged
 
 
 class MMDObjective(LatentMatchingObjective):
@@ -74,8 +77,8 @@ class MMDObjective(LatentMatchingObjective):
     and as many prior samples (which carry gradients to a learnable prior). A batch of one document has no
     unbiased estimate: its MMD term is 0."""
 
-    def __init__(self, mmd_weight: float, kernel: KernelConfig, kl_weight: float = 0.0, logvar_penalty: float = 0.0):
-        super().__init__(kl_weight, logvar_penalty)
+    def __init__(self, mmd_weight: float, kernel: KernelConfig, **weights: float) -> None:
+        super().__init__(**weights)
         self.mmd_weight = mmd_weight
         self.kernel = kernel
 
@@ -102,9 +105,9 @@ class InfoVAE(MMDObjective):
 
 @objective("wae_mmd")
 def make_wae_mmd(cfg: WAEMMDConfig, steps_per_epoch: int, epochs: int) -> WAEMMD:
-    return WAEMMD(cfg.lambda_, cfg.mmd, cfg.kl_weight, cfg.logvar_penalty)
+    return WAEMMD(cfg.lambda_, cfg.mmd, variance_kl_weight=cfg.kl_weight, logvar_penalty=cfg.logvar_penalty)
 
 
 @objective("infovae")
 def make_infovae(cfg: InfoVAEConfig, steps_per_epoch: int, epochs: int) -> InfoVAE:
-    return InfoVAE(cfg.alpha + cfg.lambda_ - 1.0, cfg.mmd, kl_weight=1.0 - cfg.alpha)
+    return InfoVAE(cfg.alpha + cfg.lambda_ - 1.0, cfg.mmd, prior_kl_weight=1.0 - cfg.alpha)

@@ -35,25 +35,26 @@ class WAEGAN(LatentMatchingObjective):
     selection_metric = "rec"
 
     def __init__(
-        self, weight: float, cfg: DiscriminatorConfig, kl_weight: float = 0.0, logvar_penalty: float = 0.0
+        self, weight: float, cfg: DiscriminatorConfig, variance_kl_weight: float = 0.0, logvar_penalty: float = 0.0
     ) -> None:
-        super().__init__(kl_weight, logvar_penalty)
+        super().__init__(variance_kl_weight=variance_kl_weight, logvar_penalty=logvar_penalty)
         self.weight = weight
         self.cfg = cfg
         self.discriminator: nn.Sequential | None = None
         self.optimizer: torch.optim.Adam | None = None
 
-    def build(self, latent_dim: int, device: torch.device | str, dtype: torch.dtype = torch.float32) -> nn.Sequential:
-        """The discriminator and its optimiser, created once (call before loading a checkpoint of them)."""
+    def build(self, latent_dim: int, device: torch.device | str) -> nn.Sequential:
+        """The discriminator (float32, whatever the model's precision) and its optimiser, created once; call it
+        before loading a checkpoint of them."""
         if self.discriminator is None:
-            self.discriminator = make_discriminator(latent_dim, self.cfg).to(device=device, dtype=dtype)
+            self.discriminator = make_discriminator(latent_dim, self.cfg).to(device)
             self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
         return self.discriminator
 
     def discriminator_step(self, posterior_z: torch.Tensor, prior_z: torch.Tensor) -> float:
         """One step of D on posterior samples (label 0) vs prior samples (label 1); returns its loss."""
-        discriminator = self.build(posterior_z.shape[-1], posterior_z.device, posterior_z.dtype)
-        logits = discriminator(torch.cat([posterior_z.detach(), prior_z.detach()])).squeeze(-1)
+        discriminator = self.build(posterior_z.shape[-1], posterior_z.device)
+        logits = discriminator(torch.cat([posterior_z.detach(), prior_z.detach()]).float()).squeeze(-1)
         labels = torch.cat([torch.zeros_like(logits[: len(posterior_z)]), torch.ones_like(logits[len(posterior_z) :])])
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
@@ -65,10 +66,10 @@ class WAEGAN(LatentMatchingObjective):
     def divergence(self, model, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         terms: dict[str, float] = {}
         if model.training and torch.is_grad_enabled():
-            terms["disc_loss"] = self.discriminator_step(z, model.prior.sample(z.shape[0], z.device).to(z.dtype))
-        discriminator = self.build(z.shape[-1], z.device, z.dtype)
+            terms["disc_loss"] = self.discriminator_step(z, model.prior.sample(z.shape[0], z.device))
+        discriminator = self.build(z.shape[-1], z.device)
         frozen = {name: p.detach() for name, p in discriminator.named_parameters()}
-        logits = functional_call(discriminator, frozen, (z,)).squeeze(-1)
+        logits = functional_call(discriminator, frozen, (z.float(),)).squeeze(-1)
         adversarial = F.softplus(-logits).mean()  # -log σ(D(z_q))
         return self.weight * adversarial, {**terms, "adv": adversarial.item()}
 

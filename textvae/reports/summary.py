@@ -107,7 +107,8 @@ def model_summary(model: dict) -> str:
     else:
         shape = f"embed {model.get('embed_dim')}, hidden {model.get('hidden_dim')}"
     prior = (model.get("prior") or {}).get("type", "standard_normal")
-    return f"model {kind} ({shape}, latent {model.get('latent_dim')}, {model.get('posterior', 'gaussian')} q, {prior} prior)"
+    posterior = model.get("posterior", "gaussian")
+    return f"model {kind} ({shape}, latent {model.get('latent_dim')}, {posterior} q, {prior} prior)"
 
 
 def objective_summary(objective: dict) -> str:
