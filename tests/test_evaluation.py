@@ -153,6 +153,7 @@ def test_active_units_counts_dimensions_with_varying_means():
         """Posterior mean: dim 0 varies with the document, dim 1 barely, dim 2 not at all."""
 
         has_latent = True
+        stochastic = False  # no KL needed for AU
 
         def __init__(self):
             super().__init__()

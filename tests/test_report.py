@@ -18,6 +18,7 @@ def _fake_run(directory, kl: float, with_mi: bool) -> None:
     metrics = {
         "iw_nll": 44.6,
         "elbo_nll": 44.7,
+        "rec": 43.5,
         "kl": kl,
         "mi": 0.5,
         "au": 2,
@@ -27,6 +28,7 @@ def _fake_run(directory, kl: float, with_mi: bool) -> None:
         "iw_samples": 500,
         "mi_batch_size": 32,
         "kl_per_dim": [kl / 2, kl / 2],
+        "recon_bleu": 12.3,
     }
     (directory / "eval.json").write_text(json.dumps(metrics))
 
@@ -36,7 +38,7 @@ def test_report_has_table_curves_and_runs(tmp_path):
     _fake_run(tmp_path / "vae", 1.2, with_mi=True)
     out = write_report({"lm": tmp_path / "lm", "vae": tmp_path / "vae"}, tmp_path / "out" / "report.md")
     text = out.read_text()
-    assert "| vae | 44.60 | 44.70 | 1.20 | 0.50 | 2 | 57.70 | 58.40 |" in text
+    assert "| vae | 44.60 | 44.70 | 43.50 | 1.20 | 0.50 | 2 | 57.70 | 58.40 | 12.30 |" in text
     assert "k = 500" in text and "batches of 32" in text
     assert (tmp_path / "out" / "report_curves.png").stat().st_size > 5000
     assert "KL per dimension: 0.60, 0.60" in text
@@ -62,9 +64,9 @@ def test_report_shows_aggressive_schedule_svi_column_and_posterior_plot(tmp_path
     (tmp_path / "agg" / "posterior_mean.png").write_bytes(b"\x89PNG fake")
     out = write_report({"vae": tmp_path / "vae", "agg": tmp_path / "agg"}, tmp_path / "report.md")
     text = out.read_text()
-    assert "| run | iw_nll | elbo_nll | kl | mi | au | iw_ppl | ppl | iw_nll_svi |" in text
-    assert "| agg | 44.60 | 44.70 | 2.00 | 0.50 | 2 | 57.70 | 58.40 | 43.25 |" in text
-    assert "| vae | 44.60 | 44.70 | 1.20 | 0.50 | 2 | 57.70 | 58.40 | – |" in text
+    assert "| run | iw_nll | elbo_nll | rec | kl | mi | au | iw_ppl | ppl | recon_bleu | iw_nll_svi |" in text
+    assert "| agg | 44.60 | 44.70 | 43.50 | 2.00 | 0.50 | 2 | 57.70 | 58.40 | 12.30 | 43.25 |" in text
+    assert "| vae | 44.60 | 44.70 | 43.50 | 1.20 | 0.50 | 2 | 57.70 | 58.40 | 12.30 | – |" in text
     assert "switched off after epoch 2; encoder-only steps per decoder step, per epoch: 41.5, 12.2" in text
     assert (tmp_path / "report_agg_posterior_mean.png").read_bytes() == b"\x89PNG fake"
     assert "![posterior means of agg](report_agg_posterior_mean.png)" in text

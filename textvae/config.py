@@ -340,12 +340,16 @@ class Recipe(Section):
             raise ValueError(
                 f"objective.type {objective.type} needs a stochastic encoder: set model.posterior: gaussian"
             )
-        if model.posterior == "deterministic" and self.update.type != "joint":
-            raise ValueError(
-                f"update.type {self.update.type} refines a Gaussian posterior: set model.posterior: gaussian"
-            )
+        if model.posterior == "deterministic" and self.update.type == "savae":
+            raise ValueError("update.type savae refines a Gaussian posterior: set model.posterior: gaussian")
         if model.posterior == "deterministic" and (objective.kl_weight or objective.logvar_penalty):
             raise ValueError("objective.kl_weight and logvar_penalty act on a stochastic encoder (model.posterior)")
+        pretrained_decoder = model.huggingface.decoder if model.type == "hf_vae" and model.huggingface else None
+        if pretrained_decoder is not None and self.data.tokenizer.type != "pretrained":
+            raise ValueError(
+                "a pretrained Hugging Face decoder reads its own token ids: set data.tokenizer.type: pretrained "
+                f"with data.tokenizer.path: {pretrained_decoder}"
+            )
         if self.train.posterior_mean_plot is not None and model.latent_dim not in (1, 2):
             raise ValueError(
                 f"train.posterior_mean_plot needs a 1-d or 2-d latent (model.latent_dim is {model.latent_dim})"

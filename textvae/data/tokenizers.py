@@ -1,4 +1,5 @@
-"""Tokenizers with fixed special ids: word level (`tokenizers` library) and subword (`sentencepiece`).
+"""Tokenizers with fixed special ids: word level (`tokenizers` library), subword (`sentencepiece`), and a
+pretrained model's own Hugging Face tokenizer (e.g. GPT-2's BPE).
 
 Special ids are the same for every tokenizer: <pad>=0, <unk>=1, <s>=2, </s>=3.
 """
@@ -21,6 +22,7 @@ PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>"]
 WORD_FILE = "tokenizer.json"
 SPM_FILE = "spm.model"
+HF_DIR = "hf_tokenizer"  # a pretrained tokenizer's Hugging Face files, inside the saved tokenizer directory
 
 
 class TextTokenizer(Protocol):
@@ -166,6 +168,81 @@ class SentencePieceTokenizer:
         return (SentencePieceTokenizer, (self._proto,))
 
 
+class PretrainedTokenizer:
+    """A pretrained model's Hugging Face (fast) tokenizer behind textvae's special ids.
+
+    Its ordinary ids are shifted past the four specials: textvae id = HF id + 4. Text is encoded without the HF
+    special tokens (a literal "<|endoftext|>" in the text is plain text); the pipeline adds <s> and </s>.
+    """
+
+    offset = len(SPECIAL_TOKENS)
+
+    def __init__(self, tokenizer) -> None:
+        self._hf = tokenizer
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> PretrainedTokenizer:
+        from transformers import AutoTokenizer
+
+        if not has_hf_tokenizer(Path(path)):
+            raise TextVAEError(f"{path}: no Hugging Face tokenizer (tokenizer.json or tokenizer_config.json)")
+        try:
+            tok = AutoTokenizer.from_pretrained(str(path))
+        except (OSError, ValueError, TypeError) as err:
+            raise TextVAEError(f"{path}: cannot load a Hugging Face tokenizer ({str(err).splitlines()[0]})") from err
+        if not tok.is_fast:
+            raise TextVAEError(f"{path}: a fast (tokenizers-backed) Hugging Face tokenizer is needed")
+        return cls(tok)
+
+    @classmethod
+    def load(cls, directory: Path) -> PretrainedTokenizer:
+        return cls.from_pretrained(directory / HF_DIR)
+
+    @property
+    def hf(self):
+        """The wrapped Hugging Face tokenizer (its own ids, without textvae's shift)."""
+        return self._hf
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._hf) + self.offset
+
+    def hf_id_map(self) -> list[int]:
+        """The HF id of every textvae id: </s> -> eos (or [SEP]), <s> -> bos (or [CLS], else eos), <pad> and <unk>
+        -> the HF pad / unk (else eos), ordinary ids shifted back by 4."""
+        hf = self._hf
+        eos = _first_id(hf.eos_token_id, hf.sep_token_id)
+        if eos is None:
+            raise TextVAEError("the pretrained tokenizer has no end-of-sequence (eos or sep) token")
+        specials = [_first_id(hf.pad_token_id, eos), _first_id(hf.unk_token_id, eos)]
+        specials += [_first_id(hf.bos_token_id, hf.cls_token_id, eos), eos]
+        return specials + list(range(len(hf)))
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        ids = self._hf(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        return [[i + self.offset for i in row] for row in ids]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        unk = self._hf.unk_token_id
+        hf_ids = [i - self.offset if i >= self.offset else unk for i in _strip_specials(ids)]
+        return self._hf.decode([i for i in hf_ids if i is not None])
+
+    def save(self, directory: Path) -> None:
+        self._hf.save_pretrained(str(directory / HF_DIR))
+
+    def __reduce__(self):  # picklable for `datasets` fingerprinting and worker processes
+        return (PretrainedTokenizer, (self._hf,))
+
+
+def has_hf_tokenizer(directory: Path) -> bool:
+    """Whether a directory holds Hugging Face tokenizer files (AutoTokenizer would otherwise make an empty one)."""
+    return any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+
+
+def _first_id(*ids: int | None) -> int | None:
+    return next((i for i in ids if i is not None), None)
+
+
 def read_vocab_file(path: Path) -> list[str]:
     """One token per line (plain or .gz); surrounding whitespace is ignored, blank lines skipped."""
     if not path.is_file():
@@ -184,8 +261,12 @@ def read_vocab_file(path: Path) -> list[str]:
 
 def build_tokenizer(cfg: TokenizerConfig, texts: Iterator[str]) -> TextTokenizer:
     """Build the tokenizer a recipe asks for, from a vocabulary file or by training on `texts`."""
-    if cfg.type == "sentencepiece":
-        tok: TextTokenizer = SentencePieceTokenizer.train(texts, cfg)
+    if cfg.type == "pretrained":
+        if cfg.path is None:
+            raise TextVAEError("data.tokenizer.path: required for a pretrained tokenizer (a local model directory)")
+        tok: TextTokenizer = PretrainedTokenizer.from_pretrained(Path(cfg.path))
+    elif cfg.type == "sentencepiece":
+        tok = SentencePieceTokenizer.train(texts, cfg)
     elif cfg.vocab_file is not None:
         words = read_vocab_file(Path(cfg.vocab_file))
         if cfg.vocab_size is not None:
@@ -197,10 +278,17 @@ def build_tokenizer(cfg: TokenizerConfig, texts: Iterator[str]) -> TextTokenizer
     return tok
 
 
+SAVED_KINDS: dict[str, type] = {
+    "sentencepiece": SentencePieceTokenizer,
+    "pretrained": PretrainedTokenizer,
+    "word": WordTokenizer,
+}
+
+
 def save_tokenizer(tok: TextTokenizer, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tok.save(directory)
-    kind = "sentencepiece" if isinstance(tok, SentencePieceTokenizer) else "word"
+    kind = next((name for name, cls in SAVED_KINDS.items() if isinstance(tok, cls)), "word")
     (directory / "tokenizer_type.json").write_text(json.dumps({"type": kind}))
 
 
@@ -209,5 +297,4 @@ def load_tokenizer(directory: Path) -> TextTokenizer:
     if not meta.is_file():
         raise TextVAEError(f"{directory}: no saved tokenizer (tokenizer_type.json missing)")
     kind = json.loads(meta.read_text())["type"]
-    loader = SentencePieceTokenizer.load if kind == "sentencepiece" else WordTokenizer.load
-    return loader(directory)
+    return SAVED_KINDS.get(kind, WordTokenizer).load(directory)

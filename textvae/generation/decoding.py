@@ -150,6 +150,9 @@ def decode(
     limits = torch.full((rows,), cfg.max_length, dtype=torch.long, device=device)
     if max_lengths is not None:
         limits = limits.clamp(max=torch.as_tensor(max_lengths, dtype=torch.long, device=device)).clamp(min=0)
+    positions = getattr(decoder, "max_positions", None)
+    if positions:  # <s> and every word but the last are fed back: at most positions - 1 words
+        limits = limits.clamp(max=positions - 1)
     if seed is not None:
         if generator is not None:
             raise ValueError("give a generator or a seed, not both")

@@ -11,6 +11,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 from transformers.utils import logging as hf_logging
 
+import textvae.models.huggingface  # noqa: F401  (registers hf_vae)
 import textvae.models.transformer  # noqa: F401  (registers transformer_vae, transformer_lm)
 from textvae.config import ModelConfig
 from textvae.errors import TextVAEError

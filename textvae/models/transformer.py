@@ -186,6 +186,11 @@ class TransformerDecoder(TransformerStack, TokenDecoder):
         self.output_bias = nn.Parameter(torch.zeros(vocab_size))
         gpt2_init(self)
 
+    @property
+    def max_positions(self) -> int:
+        """The longest input the decoder can read (<s> and the words)."""
+        return self.positions.num_embeddings
+
     def logits(
         self, inputs: torch.Tensor, z: torch.Tensor | None, state: DecoderState | None = None
     ) -> tuple[torch.Tensor, DecoderState]:
