@@ -222,3 +222,55 @@ def test_debug_shows_the_traceback(tmp_path: Path):
     proc = textvae("eval", tmp_path, debug=True)
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "TextVAEError" in proc.stderr
+
+
+TRANSFORMER = {"d_model": 16, "n_heads": 2, "ff_dim": 32, "encoder_layers": 1, "decoder_layers": 1}
+# name: (recipe changes, keys eval.json must have, keys it must not have)
+LATENT_MODEL_RUNS = {
+    "wae-mmd-deterministic": (
+        {"model": {"posterior": "deterministic"}, "objective": {"type": "wae_mmd", "lambda": 3.0}},
+        {"rec", "rec_ppl", "au", "recon_bleu"},
+        {"iw_nll", "elbo_nll", "kl", "mi"},
+    ),
+    "wae-gan-stochastic": (
+        {"objective": {"type": "wae_gan", "kl_weight": 1.0, "discriminator": {"hidden_dim": 16, "layers": 1}}},
+        EVAL_KEYS | {"recon_bleu"},
+        set(),
+    ),
+    "infovae-mog": (
+        {"model": {"prior": {"type": "mog", "components": 3}}, "objective": {"type": "infovae", "lambda": 10.0}},
+        EVAL_KEYS | {"recon_bleu"},
+        {"kl_per_dim"},
+    ),
+    "transformer-vamp": (
+        {
+            "model": {"type": "transformer_vae", "transformer": TRANSFORMER, "prior": {"type": "vamp", "components": 4}},
+            "optim": {"type": "adam", "lr": 1e-3, "clip": 1.0},
+        },
+        EVAL_KEYS | {"recon_bleu"},
+        {"kl_per_dim"},
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LATENT_MODEL_RUNS)
+def test_wasserstein_transformer_and_prior_runs_train_and_evaluate(
+    name: str, corpus: Path, tmp_path: Path, write_yaml
+):
+    changes, present, absent = LATENT_MODEL_RUNS[name]
+    run = tmp_path / "run"
+    recipe = tiny_recipe(corpus, train={"epochs": 1}, **changes)
+    proc = textvae("train", write_yaml(tmp_path / f"{name}.yaml", recipe), "-o", run)
+    assert proc.returncode == 0, proc.stderr
+    epoch = [m for m in read_metrics(run) if m["kind"] == "epoch"][0]
+    selection = "best_val_rec" if name.startswith("wae") else "best_val_elbo_nll"  # WAEs select on reconstruction
+    assert selection in epoch
+    if name.startswith("wae-gan"):
+        assert all("disc_loss" in m and "adv" in m for m in read_metrics(run) if m["kind"] == "step")
+    proc = textvae("eval", run, "--iw-samples", "10")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((run / "eval.json").read_text())
+    assert present <= result.keys(), present - result.keys()
+    assert not absent & result.keys(), absent & result.keys()
+    assert 0.0 <= result["recon_bleu"] <= 100.0 and result["recon_docs"] == 30
