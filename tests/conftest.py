@@ -100,3 +100,48 @@ def tiny_lstm_vae(vocab: int, seed: int = 0, **overrides: Any):
     )
     torch.manual_seed(seed)
     return build_model(ModelConfig(**{**spec, **overrides}), vocab).eval()
+
+
+def flat_parameters(params):
+    """All parameters in one detached vector (to see whether an update moved them)."""
+    import torch
+
+    return torch.cat([p.detach().flatten() for p in params])
+
+
+def assert_rule_trains_both_networks(rule, model, steps: int = 2) -> dict[str, float]:
+    """`steps` updates of an update rule on its own random batches: finite loss, encoder and decoder both move."""
+    import math
+
+    import torch
+
+    encoder, decoder = flat_parameters(model.encoder.parameters()), flat_parameters(model.decoder.parameters())
+    for step in range(steps):
+        terms = rule(rule.sample_batch(), step)
+    assert math.isfinite(terms["loss"])
+    assert not torch.equal(encoder, flat_parameters(model.encoder.parameters()))
+    assert not torch.equal(decoder, flat_parameters(model.decoder.parameters()))
+    return terms
+
+
+def savae_hvp_mismatch(make_rule, make_model, **svi) -> float:
+    """Relative difference between one SA-VAE encoder update by exact and by finite-difference HVPs.
+
+    `make_rule(model, svi_config)` builds the update rule; each mode starts from `make_model()` (the same
+    weights) and the same seed, so the two updates differ only by the Hessian-vector products.
+    """
+    import torch
+
+    from textvae.config import SVIConfig
+
+    updates = {}
+    for mode in ("exact", "finite_difference"):
+        model = make_model()
+        rule = make_rule(model, SVIConfig(hvp=mode, **svi))
+        batch = rule.sample_batch()
+        before = flat_parameters(model.encoder.parameters())
+        torch.manual_seed(1)
+        rule(batch, 0)
+        updates[mode] = flat_parameters(model.encoder.parameters()) - before
+    assert updates["exact"].norm() > 0
+    return ((updates["finite_difference"] - updates["exact"]).norm() / updates["exact"].norm()).item()

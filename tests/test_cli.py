@@ -244,7 +244,11 @@ LATENT_MODEL_RUNS = {
     ),
     "transformer-vamp": (
         {
-            "model": {"type": "transformer_vae", "transformer": TRANSFORMER, "prior": {"type": "vamp", "components": 4}},
+            "model": {
+                "type": "transformer_vae",
+                "transformer": TRANSFORMER,
+                "prior": {"type": "vamp", "components": 4},
+            },
             "optim": {"type": "adam", "lr": 1e-3, "clip": 1.0},
         },
         EVAL_KEYS | {"recon_bleu"},
@@ -255,9 +259,7 @@ LATENT_MODEL_RUNS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", LATENT_MODEL_RUNS)
-def test_wasserstein_transformer_and_prior_runs_train_and_evaluate(
-    name: str, corpus: Path, tmp_path: Path, write_yaml
-):
+def test_wasserstein_transformer_and_prior_runs_train_and_evaluate(name: str, corpus: Path, tmp_path: Path, write_yaml):
     changes, present, absent = LATENT_MODEL_RUNS[name]
     run = tmp_path / "run"
     recipe = tiny_recipe(corpus, train={"epochs": 1}, **changes)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_rule_trains_both_networks, savae_hvp_mismatch
 
 from textvae.config import ElboConfig, ModelConfig, OptimConfig, SemiAmortizedUpdateConfig, SVIConfig
 from textvae.data.batching import RandomBatches, TokenizedSplit
@@ -37,39 +38,28 @@ def tiny_model(**overrides) -> torch.nn.Module:
     return build_model(ModelConfig(**{**SMALL, **overrides}), 30)
 
 
-def flat(params) -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for p in params])
-
-
 @pytest.mark.parametrize("mode", ["exact", "finite_difference"])
 def test_steps_train_encoder_and_decoder(mode):
     model = tiny_model()
     rule = build_update(context(model, SVIConfig(steps=3, lr=0.5, hvp=mode)))
     assert isinstance(rule, SemiAmortizedUpdate)
-    encoder, decoder = flat(model.encoder.parameters()), flat(model.decoder.parameters())
-    for step in range(3):
-        terms = rule(rule.sample_batch(), step)
-    assert math.isfinite(terms["loss"]) and terms["n"] == 8
+    terms = assert_rule_trains_both_networks(rule, model, steps=3)
+    assert terms["n"] == 8
     assert math.isfinite(terms["svi_loss_start"]) and math.isfinite(terms["svi_loss_end"])
-    assert not torch.equal(encoder, flat(model.encoder.parameters()))
-    assert not torch.equal(decoder, flat(model.decoder.parameters()))
 
 
 @pytest.mark.parametrize(("scheme", "fd_eps"), [("forward", 1e-6), ("central", 1e-3)])
 def test_exact_and_finite_difference_updates_agree(scheme, fd_eps):
     """One update from the same weights and seed; float64, where finite differences are accurate to ~1e-6."""
-    updates = {}
-    for mode in ("exact", "finite_difference"):
-        model = tiny_model().double()
-        svi = SVIConfig(steps=4, lr=0.5, clip=1.0, hvp=mode, fd_scheme=scheme, fd_eps=fd_eps)
-        rule = build_update(context(model, svi))
-        batch = rule.sample_batch()
-        before = flat(model.encoder.parameters())
-        torch.manual_seed(1)
-        rule(batch, 0)
-        updates[mode] = flat(model.encoder.parameters()) - before
-    assert updates["exact"].norm() > 0
-    error = (updates["finite_difference"] - updates["exact"]).norm() / updates["exact"].norm()
+    error = savae_hvp_mismatch(
+        lambda model, svi: build_update(context(model, svi)),
+        lambda: tiny_model().double(),
+        steps=4,
+        lr=0.5,
+        clip=1.0,
+        fd_scheme=scheme,
+        fd_eps=fd_eps,
+    )
     assert error < 1e-3
 
 

@@ -95,6 +95,31 @@ def prior_samples(
     return [tokenizer.decode(row) for row in ids]
 
 
+def component_samples(
+    model, n: int, decoding_cfg: DecodingConfig, tokenizer: TextTokenizer, seed: int = 0
+) -> list[dict]:
+    """For a mixture prior (MoG, VampPrior): n texts decoded from each component's samples.
+
+    One dict per component: its index, mixture weight and the texts (with their diversity). Raises
+    TypeError for a prior without components.
+    """
+    prior = model.prior
+    if not hasattr(prior, "sample_component"):
+        raise TypeError(f"{type(prior).__name__} has no mixture components")
+    weights = (
+        torch.softmax(prior.logits, 0).tolist()
+        if hasattr(prior, "logits")
+        else [1 / prior.components] * prior.components
+    )
+    out = []
+    for k in range(prior.components):
+        with seeded(seed + k, model_device(model)), torch.inference_mode():
+            z = prior.sample_component(k, n)
+        texts = prior_samples(model, n, decoding_cfg, tokenizer, z=z, seed=seed + k)
+        out.append({"component": k, "weight": weights[k], "texts": texts, **sample_diversity(texts)})
+    return out
+
+
 def distinct_n(token_lists: Sequence[Sequence[str]], n: int) -> float:
     """Unique n-grams / total n-grams over all samples (0 when there are none)."""
     grams = [tuple(tokens[i : i + n]) for tokens in token_lists for i in range(len(tokens) - n + 1)]
