@@ -193,3 +193,10 @@ def test_component_samples_decode_each_mixture_component():
     assert greedy[0]["texts"] != greedy[2]["texts"]
     with pytest.raises(TypeError, match="no mixture components"):
         component_samples(tiny_lstm_vae(VOCAB, 0), 2, cfg, tokenizer)
+
+
+def test_configs_saved_before_prior_settings_still_load():
+    from textvae.models.model import LatentVariableConfig
+
+    old = LatentVariableConfig(vocab_size=10, prior="standard_normal")  # config.json of earlier versions
+    assert old.section.prior == PriorConfig()

@@ -31,6 +31,8 @@ class LatentVariableConfig(PreTrainedConfig):
     def __init__(self, architecture: str = "lstm_vae", vocab_size: int = 4, **kwargs) -> None:
         defaults = ModelConfig().model_dump(mode="json")
         own = {k: kwargs.pop(k, default) for k, default in defaults.items() if k != "type"}
+        if isinstance(own["prior"], str):  # saved before priors had settings: `"prior": "standard_normal"`
+            own["prior"] = {**defaults["prior"], "type": own["prior"]}
         super().__init__(**kwargs)
         self.architecture = architecture
         self.vocab_size = vocab_size
