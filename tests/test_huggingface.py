@@ -115,6 +115,7 @@ def hf_vae(
     encoder: str | None = None,
     decoder_config: dict = GPT2,
     encoder_config: dict = BERT,
+    attention: str | None = None,
     **model,
 ) -> torch.nn.Module:
     """An hf_vae LatentVariableModel: directories where given, else the tiny configs (random weights)."""
@@ -124,6 +125,7 @@ def hf_vae(
         "encoder": encoder,
         "decoder_config": None if decoder else decoder_config,
         "encoder_config": None if encoder else encoder_config,
+        "attn_implementation": attention,
     }
     return build_model(ModelConfig(type="hf_vae", latent_dim=LATENT, huggingface=section, **model), vocab_size)
 
@@ -349,3 +351,28 @@ def test_exact_hvp_through_fused_attention_asks_for_finite_differences():
     rule = build_update(ctx)
     with pytest.raises(TextVAEError, match="finite_difference"):
         rule(rule.sample_batch(), 0)
+
+
+@pytest.mark.parametrize("attention", [None, "eager"])
+def test_pretrained_directories_choose_the_attention_kernel(pretrained, tokenizer, attention):
+    """Without dropout, CPU sdpa has no double backward: `attn_implementation: eager` makes exact SA-VAE work."""
+    model = hf_vae(
+        tokenizer.vocab_size, decoder=str(pretrained["gpt2"]), encoder=str(pretrained["bert"]), attention=attention
+    )
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    ctx = UpdateContext(
+        model=model,
+        objective=build_objective(ElboConfig(), 5, 1),
+        optim=OptimConfig(lr=0.1),
+        cfg=UPDATES["savae_exact"][0],
+        lr=0.1,
+        sample_batch=RandomBatches(TokenizedSplit(DOCS), 4, seed=0),
+    )
+    if attention is None:
+        with pytest.raises(TextVAEError, match="finite_difference"):
+            build_update(ctx)(ctx.sample_batch(), 0)
+    else:
+        assert model.decoder.model.config._attn_implementation == "eager"
+        assert_rule_trains_both_networks(build_update(ctx), model)

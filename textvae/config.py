@@ -78,6 +78,9 @@ class HuggingFaceConfig(Section):
     decoder_config: dict[str, Any] | None = None  # or random weights: AutoConfig.for_model(**decoder_config)
     encoder: str | None = None  # local dir for AutoModel.from_pretrained (BERT family)
     encoder_config: dict[str, Any] | None = None
+    # attention kernel of both models; "eager" has double backward (SA-VAE with update.svi.hvp: exact),
+    # PyTorch's fused "sdpa" kernels on CPU do not. None: the library's default.
+    attn_implementation: Literal["eager", "sdpa"] | None = None
 
     @model_validator(mode="after")
     def _one_source_each(self) -> HuggingFaceConfig:

@@ -77,20 +77,28 @@ def fresh_vocabulary(vocab_size: int) -> dict[str, int]:
     return {"vocab_size": words + 3, "bos_token_id": words, "eos_token_id": words + 1, "pad_token_id": words + 2}
 
 
-def load_hf_model(auto_class: type, directory: str | None, config: dict[str, Any] | None, vocab_size: int):
+def load_hf_model(
+    auto_class: type,
+    directory: str | None,
+    config: dict[str, Any] | None,
+    vocab_size: int,
+    attn_implementation: str | None = None,
+):
     """`auto_class.from_pretrained(directory)`, or `from_config` (random weights) of the config dict.
 
-    A config dict without `vocab_size` gets `fresh_vocabulary` defaults (a dict's own keys win).
+    A config dict without `vocab_size` gets `fresh_vocabulary` defaults (a dict's own keys win);
+    `attn_implementation` (eager, sdpa) overrides the attention kernel either way.
     """
+    attention = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if directory is not None:
         if not Path(directory).is_dir():
             raise TextVAEError(f"{directory}: no such pretrained model directory")
         try:
             # float32 like the rest of the model (mixed precision is the trainer's business)
-            return auto_class.from_pretrained(directory, dtype=torch.float32, local_files_only=True)
+            return auto_class.from_pretrained(directory, dtype=torch.float32, local_files_only=True, **attention)
         except (OSError, ValueError, KeyError) as err:
             raise TextVAEError(f"{directory}: cannot load a Hugging Face model ({str(err).splitlines()[0]})") from err
-    spec = dict(config or {})
+    spec = {**(config or {}), **attention}
     if "vocab_size" not in spec:
         spec = {**fresh_vocabulary(vocab_size), **spec}
     model_type = spec.pop("model_type", None)
@@ -351,9 +359,10 @@ def build_hf_vae(cfg: LatentVariableConfig) -> tuple[HFEncoder, HFCausalDecoder]
     """Encoder and decoder from `model.huggingface`; rewrites the config so that reloading needs no directory."""
     section = cfg.section
     hf = section.huggingface
-    decoder_model = load_hf_model(AutoModelForCausalLM, hf.decoder, hf.decoder_config, cfg.vocab_size)
+    attention = hf.attn_implementation
+    decoder_model = load_hf_model(AutoModelForCausalLM, hf.decoder, hf.decoder_config, cfg.vocab_size, attention)
     decoder = HFCausalDecoder(decoder_model, cfg.vocab_size, cfg.latent_dim, section.latent_injection)
-    encoder_model = load_hf_model(AutoModel, hf.encoder, hf.encoder_config, cfg.vocab_size)
+    encoder_model = load_hf_model(AutoModel, hf.encoder, hf.encoder_config, cfg.vocab_size, attention)
     bridge = getattr(cfg, "hf_tokenizers", None) or _encoder_bridge(encoder_model, hf.decoder, hf.encoder)
     encoder = HFEncoder(encoder_model, cfg.vocab_size, cfg.latent_dim, section.pooling, section.posterior, bridge)
     cfg.huggingface = {
