@@ -19,7 +19,7 @@ OBJECTIVE_METHODS = ("lm", "vanilla", "anneal", "beta0.2", "beta0.4", "freebits"
 UPDATE_METHODS = {"aggressive": "vanilla", "aggressive-anneal": "anneal", "savae": "vanilla", "savae-anneal": "anneal"}
 METHODS = OBJECTIVE_METHODS + tuple(UPDATE_METHODS)
 # issue 4: Wasserstein / InfoVAE objectives and the transformer VAE, for these datasets
-WAE_METHODS = ("wae-mmd", "wae-mmd-stochastic", "infovae", "wae-gan")
+WAE_METHODS = ("wae-mmd", "wae-mmd-stochastic", "infovae", "mmd-vae", "wae-gan")
 TRANSFORMER_METHODS = ("transformer", "transformer-anneal")
 WAE_DATASETS = ("synthetic", "ptb", "yahoo", "yahoo-mini")
 # files with their own settings on top of their `base:` (name: allowed top-level keys)
@@ -231,6 +231,8 @@ def test_wasserstein_and_infovae_files_carry_their_papers_settings(dataset: str)
     assert stochastic.model.posterior == "gaussian" and stochastic.objective.kl_weight == 1.0  # Bahuleyan et al.
     info = recipe(dataset, "infovae").objective
     assert (info.type, info.alpha, info.lambda_) == ("infovae", 0.0, 1000.0)  # Zhao et al.
+    mmd_vae = recipe(dataset, "mmd-vae").objective
+    assert (mmd_vae.type, mmd_vae.alpha, mmd_vae.lambda_) == ("infovae", 1.0, 1000.0)
     gan = recipe(dataset, "wae-gan")
     assert gan.model.posterior == "deterministic" and gan.objective.lambda_ == 1.0
     assert (gan.objective.discriminator.lr, gan.objective.discriminator.betas) == (5e-4, (0.5, 0.999))
