@@ -120,6 +120,11 @@ def objective_summary(objective: dict) -> str:
     return f"objective {objective.get('type')} ({', '.join(settings)})"
 
 
+def _first_docs(metrics: dict) -> str:
+    """", first N documents" when the evaluation was limited to the start of the split."""
+    return f", first {metrics['limit']} documents" if metrics.get("limit") else ""
+
+
 def write_report(runs: dict[str, Path], out: Path, title: str = "textvae report") -> Path:
     """Write `out` (Markdown) and `<out stem>_curves.png` beside it; returns the Markdown path."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +134,8 @@ def write_report(runs: dict[str, Path], out: Path, title: str = "textvae report"
     if measured:
         first = next(iter(measured.values()))
         sections += [
-            f"## Evaluation ({first.get('split')} split, β = 1, IW-NLL with k = {first.get('iw_samples')})",
+            f"## Evaluation ({first.get('split')} split{_first_docs(first)}, β = 1, IW-NLL with k = "
+            f"{first.get('iw_samples')})",
             "",
             metrics_markdown(measured),
             "",
