@@ -121,7 +121,7 @@ def objective_summary(objective: dict) -> str:
 
 
 def _first_docs(metrics: dict) -> str:
-    """", first N documents" when the evaluation was limited to the start of the split."""
+    """The heading words for an evaluation limited to the first N documents of the split (else empty)."""
     return f", first {metrics['limit']} documents" if metrics.get("limit") else ""
 
 
