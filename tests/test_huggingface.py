@@ -337,10 +337,9 @@ def test_update_rules_train_encoder_and_decoder(name):
     assert_rule_trains_both_networks(build_update(ctx), model)
 
 
-def test_exact_hvp_through_fused_attention_asks_for_finite_differences():
-    """Without attention dropout, CPU sdpa takes a fused kernel that has no double backward."""
-    model = hf_vae(30, decoder_config={**GPT2, "attn_pdrop": 0.0})
-    ctx = UpdateContext(
+def exact_savae_context(model) -> UpdateContext:
+    """SA-VAE with exact Hessian-vector products (double backward) on batches of 4."""
+    return UpdateContext(
         model=model,
         objective=build_objective(ElboConfig(), 5, 1),
         optim=OptimConfig(lr=0.1),
@@ -348,7 +347,12 @@ def test_exact_hvp_through_fused_attention_asks_for_finite_differences():
         lr=0.1,
         sample_batch=RandomBatches(TokenizedSplit(DOCS), 4, seed=0),
     )
-    rule = build_update(ctx)
+
+
+def test_exact_hvp_through_fused_attention_asks_for_finite_differences():
+    """Without attention dropout, CPU sdpa takes a fused kernel that has no double backward."""
+    model = hf_vae(30, decoder_config={**GPT2, "attn_pdrop": 0.0})
+    rule = build_update(exact_savae_context(model))
     with pytest.raises(TextVAEError, match="finite_difference"):
         rule(rule.sample_batch(), 0)
 
@@ -362,14 +366,7 @@ def test_pretrained_directories_choose_the_attention_kernel(pretrained, tokenize
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-    ctx = UpdateContext(
-        model=model,
-        objective=build_objective(ElboConfig(), 5, 1),
-        optim=OptimConfig(lr=0.1),
-        cfg=UPDATES["savae_exact"][0],
-        lr=0.1,
-        sample_batch=RandomBatches(TokenizedSplit(DOCS), 4, seed=0),
-    )
+    ctx = exact_savae_context(model)
     if attention is None:
         with pytest.raises(TextVAEError, match="finite_difference"):
             build_update(ctx)(ctx.sample_batch(), 0)
