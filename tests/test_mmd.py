@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from textvae.config import KernelConfig
-from textvae.objectives.mmd import kernel_matrix, mmd_biased, mmd_unbiased
+from textvae.objectives.mmd import kernel_matrix, mmd_biased, mmd_unbiased, mmd_unbiased_mixture
 
 KERNELS = [KernelConfig(kernel="imq"), KernelConfig(kernel="rbf")]
 
@@ -134,3 +134,49 @@ def test_bad_shapes_and_too_few_samples_are_errors():
         mmd_unbiased(torch.zeros(1, 2), torch.zeros(3, 2), cfg)
     with pytest.raises(ValueError, match=r"\[n, d\]"):
         mmd_unbiased(torch.zeros(3, 2), torch.zeros(3, 4), cfg)
+
+
+def closed_form_rbf_mmd_to_mixture(mu_x, std_x, means, stds, weights, cfg: KernelConfig) -> float:
+    """MMD² between N(mu_x, std_x²I) and Σ_k w_k N(means_k, stds_k²I) under the RBF kernel, in closed form."""
+    d = len(mu_x)
+    total = 0.0
+    for scale in cfg.scales:
+        c = 2 * d * scale
+        total += expected_rbf(torch.zeros(d, dtype=torch.float64), 2 * std_x**2, d, c)
+        for mu_k, s_k, w_k in zip(means, stds, weights):
+            total -= 2 * w_k * expected_rbf(mu_x - mu_k, std_x**2 + s_k**2, d, c)
+            for mu_l, s_l, w_l in zip(means, stds, weights):
+                total += w_k * w_l * expected_rbf(mu_k - mu_l, s_k**2 + s_l**2, d, c)
+    return total
+
+
+def test_mixture_estimate_matches_the_closed_form():
+    """Weighted per-component U-statistics average to the MMD² against the mixture (2,000 repeats)."""
+    cfg = KernelConfig(kernel="rbf", scales=[0.5, 2.0])
+    mu_x = torch.tensor([0.2, -0.1], dtype=torch.float64)
+    means = torch.tensor([[-1.5, 0.0], [1.0, 1.0], [0.0, -2.0]], dtype=torch.float64)
+    stds, weights = [0.5, 1.0, 0.3], torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    truth = closed_form_rbf_mmd_to_mixture(mu_x, 1.0, means, stds, weights.tolist(), cfg)
+    gen = torch.Generator().manual_seed(4)
+    values = []
+    for _ in range(2000):
+        x = mu_x + torch.randn(8, 2, generator=gen, dtype=torch.float64)
+        y = means.unsqueeze(1) + torch.randn(3, 4, 2, generator=gen, dtype=torch.float64) * torch.tensor(stds).view(
+            3, 1, 1
+        )
+        values.append(mmd_unbiased_mixture(x, y, weights, cfg).item())
+    values = torch.tensor(values)
+    assert truth > 0.05 and abs(values.mean().item() - truth) < 3 * standard_error(values)
+
+
+def test_one_component_mixture_is_the_plain_estimate_and_weights_get_gradients():
+    cfg = KernelConfig()
+    x, y = torch.randn(6, 3), torch.randn(1, 5, 3)
+    one = mmd_unbiased_mixture(x, y, torch.ones(1), cfg)
+    assert torch.allclose(one, mmd_unbiased(x, y[0], cfg))
+    logits = torch.zeros(2, requires_grad=True)
+    two = torch.stack([torch.randn(5, 3), torch.randn(5, 3) + 3.0])  # a far component: the weights matter
+    mmd_unbiased_mixture(x, two, torch.softmax(logits, 0), cfg).backward()
+    assert logits.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="at least 2"):
+        mmd_unbiased_mixture(x, torch.randn(2, 1, 3), torch.ones(2) / 2, cfg)

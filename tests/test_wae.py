@@ -131,6 +131,7 @@ def test_mmd_gradients_reach_a_mixture_prior():
     out = wae_mmd(lambda_=10.0)(model, data, step=0)
     out.loss.backward()
     assert model.prior.means.grad.abs().sum() > 0 and model.prior.logvars.grad.abs().sum() > 0
+    assert model.prior.logits.grad.abs().sum() > 0  # the mixture weights learn too (weighted per-component MMD)
 
 
 def test_a_single_document_batch_has_no_mmd_term():

@@ -86,14 +86,23 @@ class MixtureOfGaussians(Prior):
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(self.component_log_prob(z), dim=-1)
 
+    @property
+    def weights(self) -> torch.Tensor:
+        """The mixture weights π [K]."""
+        return torch.softmax(self.logits, 0)
+
     def sample_component(self, k: int, n: int) -> torch.Tensor:
         """n samples from component k alone, [n, Z]."""
-        eps = torch.randn(n, self.latent_dim, device=self.means.device)
-        return self.means[k] + eps * (0.5 * self.logvars[k]).exp()
+        return self.sample_each_component(n)[k]
+
+    def sample_each_component(self, n: int) -> torch.Tensor:
+        """n reparameterised samples from every component, [K, n, Z]."""
+        eps = torch.randn(self.components, n, self.latent_dim, device=self.means.device)
+        return self.means.unsqueeze(1) + eps * (0.5 * self.logvars).exp().unsqueeze(1)
 
     def sample(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
         """Reparameterised given the component (drawn from π): gradients reach means and variances."""
-        which = torch.multinomial(torch.softmax(self.logits, 0), n, replacement=True)
+        which = torch.multinomial(self.weights, n, replacement=True)
         eps = torch.randn(n, self.latent_dim, device=self.means.device)
         z = self.means[which] + eps * (0.5 * self.logvars[which]).exp()
         return z.to(self._device(device))

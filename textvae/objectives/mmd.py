@@ -56,6 +56,28 @@ def mmd_unbiased(x: torch.Tensor, y: torch.Tensor, cfg: KernelConfig) -> torch.T
     return within_x + within_y - 2.0 * kxy.mean()
 
 
+def mmd_unbiased_mixture(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, cfg: KernelConfig) -> torch.Tensor:
+    """Unbiased MMD² between x ~ P [n, d] and a mixture Q = Σ_k w_k Q_k given m >= 2 samples of each component
+    (y [K, m, d]) and the weights w [K].
+
+    Every expectation under Q is the w-weighted sum of per-component U-statistics, so the estimate is
+    differentiable in the weights (a learnable mixture prior learns them); with K = 1 it is `mmd_unbiased`.
+    """
+    groups, m, d = y.shape
+    n = x.shape[0]
+    if n < 2 or m < 2:
+        raise ValueError(f"the unbiased MMD needs at least 2 samples of P and of each component (got {n} and {m})")
+    kxx, kyy, kxy = _blocks(x, y.reshape(groups * m, d), cfg)
+    within_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+    pair_sums = kyy.view(groups, m, groups, m).sum((1, 3))  # [K, K]
+    same = torch.diag_embed(kyy.diagonal().view(groups, m).sum(1))  # the i = j terms, inside each component
+    pairs = torch.full((groups, groups), float(m * m), dtype=x.dtype, device=x.device)
+    pairs.fill_diagonal_(m * (m - 1))
+    within_y = weights @ ((pair_sums - same) / pairs) @ weights
+    cross = kxy.view(n, groups, m).mean((0, 2)) @ weights
+    return within_x + within_y - 2.0 * cross
+
+
 def mmd_biased(x: torch.Tensor, y: torch.Tensor, cfg: KernelConfig) -> torch.Tensor:
     """Biased V-statistic estimate of MMD² (diagonal terms included): the squared RKHS distance of the
     empirical mean embeddings, never negative."""
