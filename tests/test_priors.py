@@ -200,3 +200,26 @@ def test_configs_saved_before_prior_settings_still_load():
 
     old = LatentVariableConfig(vocab_size=10, prior="standard_normal")  # config.json of earlier versions
     assert old.section.prior == PriorConfig()
+
+
+def test_a_fixed_prior_is_not_trained():
+    from textvae.training.updates import trainable
+
+    model = tiny_lstm_vae(VOCAB, 0, latent_dim=2, prior={"type": "mog", "components": 3, "learnable": False})
+    assert not any(p.requires_grad for p in model.prior.parameters())
+    assert not {id(p) for p in model.prior.parameters()} & {id(p) for p in trainable(model)}
+    batch = collate(list(enumerate(SENTENCES)))
+    out = model(batch.tokens, batch.lengths)
+    (-out.log_likelihood.mean() + out.kl.mean()).backward()
+    assert all(p.grad is None for p in model.prior.parameters())
+    assert model.encoder.to_posterior.weight.grad is not None
+
+
+def test_a_fixed_prior_stays_fixed_after_loading(tmp_path):
+    from textvae.models.model import load_model
+
+    model = tiny_lstm_vae(VOCAB, 0, latent_dim=2, prior={"type": "mog", "components": 3, "learnable": False})
+    model.save_pretrained(tmp_path)
+    loaded = load_model(tmp_path)
+    assert torch.equal(loaded.prior.means, model.prior.means)
+    assert not any(p.requires_grad for p in loaded.prior.parameters())

@@ -50,6 +50,9 @@ class PriorConfig(Section):
     components: int = Field(10, gt=0)  # mog: mixture components; vamp: pseudo-inputs
     pseudo_length: int = Field(16, gt=0)  # vamp: tokens per pseudo-input (soft embeddings fed to the encoder)
     kl_samples: int = Field(1, gt=0)  # Monte Carlo samples for KL(q(z|x) || p(z)) when it has no closed form
+    # false: the prior's parameters (MoG weights, means, variances; VampPrior pseudo-inputs) stay at their
+    # initial values. A fixed-scale prior keeps WAE-MMD from shrinking prior and codes together.
+    learnable: bool = True
 
 
 class TransformerConfig(Section):

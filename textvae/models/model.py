@@ -151,4 +151,5 @@ def load_model(directory: Path, device: str = "cpu") -> LatentVariableModel:
         model = LatentVariableModel.from_pretrained(str(directory), use_safetensors=True)
     except (OSError, ValueError, RuntimeError) as err:
         raise TextVAEError(f"{directory}: cannot load model ({str(err).splitlines()[0]})") from err
+    model.prior.requires_grad_(model.config.section.prior.learnable)  # loading makes every parameter trainable
     return model.to(device).eval()

@@ -167,4 +167,6 @@ def build_prior(cfg: PriorConfig, latent_dim: int, encoder: nn.Module | None) ->
     """The prior a recipe names (a language model gets the standard normal, never used)."""
     if encoder is None:
         return StandardNormal(latent_dim)
-    return PRIORS[cfg.type](cfg, latent_dim, encoder)
+    prior = PRIORS[cfg.type](cfg, latent_dim, encoder)
+    prior.requires_grad_(cfg.learnable)
+    return prior
