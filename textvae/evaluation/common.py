@@ -7,8 +7,6 @@ from collections.abc import Iterator
 
 import torch
 
-from textvae.models.base import evaluating  # noqa: F401  (re-exported for the evaluation code)
-
 
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from textvae.evaluation.common import model_device, seeded
+from textvae.models.posteriors import gaussian_log_density
 from textvae.models.priors import StandardNormal
 
 
@@ -45,13 +46,10 @@ def batch_mutual_information(posterior) -> float:
     bounded by log(batch size) and can be slightly negative when the latent is unused.
     """
     mean, logvar = posterior.mean, posterior.logvar
-    batch, dim = mean.shape
-    neg_entropy = (-0.5 * dim * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)).mean()
+    batch = mean.shape[0]
+    neg_entropy = -posterior.entropy().mean()
     z = posterior.rsample(1)  # [B, 1, Z]
-    dev = z - mean.unsqueeze(0)  # [B, B, Z]: z_i - mu_j
-    log_density = -0.5 * (dev**2 / logvar.exp().unsqueeze(0)).sum(-1) - 0.5 * (
-        dim * math.log(2 * math.pi) + logvar.sum(-1).unsqueeze(0)
-    )
+    log_density = gaussian_log_density(z, mean.unsqueeze(0), logvar.unsqueeze(0))  # [B, B]: log q(z_i | x_j)
     log_qz = torch.logsumexp(log_density, dim=1) - math.log(batch)
     return (neg_entropy - log_qz.mean()).item()
 

@@ -18,8 +18,9 @@ from torch import nn
 from textvae.config import PosteriorMeanPlotConfig
 from textvae.data.batching import TokenizedSplit, make_loader
 from textvae.data.tokenizers import PAD
-from textvae.evaluation.common import evaluating, model_device
+from textvae.evaluation.common import model_device
 from textvae.evaluation.likelihood import rows_within_budget
+from textvae.models.base import evaluating
 from textvae.models.lstm import LSTMDecoder
 
 GRID_DIMS = (1, 2)  # latent sizes a grid can cover

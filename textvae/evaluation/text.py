@@ -10,8 +10,9 @@ from sacrebleu.metrics import BLEU
 
 from textvae.data.batching import TokenizedSplit, make_loader
 from textvae.data.tokenizers import TextTokenizer
-from textvae.evaluation.common import evaluating, model_device, seeded
+from textvae.evaluation.common import model_device, seeded
 from textvae.generation.decoding import DecodingConfig, decode
+from textvae.models.base import evaluating
 
 RECON_MAX_LENGTH = 200  # hard cap on a reconstruction's length, in tokens
 
@@ -106,11 +107,7 @@ def component_samples(
     prior = model.prior
     if not hasattr(prior, "sample_component"):
         raise TypeError(f"{type(prior).__name__} has no mixture components")
-    weights = (
-        torch.softmax(prior.logits, 0).tolist()
-        if hasattr(prior, "logits")
-        else [1 / prior.components] * prior.components
-    )
+    weights = prior.weights.tolist()
     out = []
     for k in range(prior.components):
         with seeded(seed + k, model_device(model)), torch.inference_mode():

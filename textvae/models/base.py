@@ -35,6 +35,28 @@ def evaluating(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+POOLINGS = ("first", "mean")
+
+
+def check_pooling(pooling: str) -> str:
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r} (known: {', '.join(POOLINGS)})")
+    return pooling
+
+
+def document_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, width] bool: the positions of <s> w_1 .. w_n </s> (document i has lengths[i] words), not padding."""
+    return torch.arange(width, device=lengths.device) < (lengths + 2).unsqueeze(1)
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """An encoder's summary [B, D] of hidden states [B, T, D]: the first position, or the mean over `mask`."""
+    if pooling == "first":
+        return hidden[:, 0]
+    keep = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * keep).sum(1) / keep.sum(1)
+
+
 class TokenDecoder(nn.Module):
     """An autoregressive p(x|z) over token ids. Subclasses implement `logits`.
 

@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCac
 
 from textvae.data.tokenizers import SPECIAL_TOKENS, has_hf_tokenizer
 from textvae.errors import TextVAEError
-from textvae.models.base import TokenDecoder, architecture
+from textvae.models.base import TokenDecoder, architecture, check_pooling, document_mask, pool
 from textvae.models.posteriors import Posterior, PosteriorHead
 
 if TYPE_CHECKING:
@@ -273,14 +273,12 @@ class HFEncoder(nn.Module):
         posterior: str = "gaussian",
         bridge: dict[str, Any] | None = None,
     ) -> None:
-        if pooling not in ("first", "mean"):
-            raise ValueError(f"unknown pooling {pooling!r}")
         super().__init__()
         if getattr(model, "pooler", None) is not None:
             model.pooler = None  # BERT's own pooler is unused: the summary is taken here
         config = model.config
         self.model = model
-        self.pooling = pooling
+        self.pooling = check_pooling(pooling)
         self.to_posterior = PosteriorHead(config.hidden_size, latent_dim, posterior)
         self.retokenizer = None
         if bridge is not None:
@@ -312,18 +310,12 @@ class HFEncoder(nn.Module):
     def embedded(self, embeddings: torch.Tensor, lengths: torch.Tensor) -> Posterior:
         """q(z|x) from input embeddings [B, T, E]; document i fills positions 0..lengths[i] + 1."""
         _check_positions(self.model, embeddings.shape[1], "encoder")
-        positions = torch.arange(embeddings.shape[1], device=embeddings.device)
-        return self.summarise(embeddings, positions < (lengths.to(embeddings.device) + 2).unsqueeze(1))
+        return self.summarise(embeddings, document_mask(lengths.to(embeddings.device), embeddings.shape[1]))
 
     def summarise(self, embeddings: torch.Tensor, mask: torch.Tensor) -> Posterior:
         """The posterior from input embeddings [B, T, E] and a mask [B, T] of real positions."""
         hidden = self.model(inputs_embeds=embeddings, attention_mask=mask.long()).last_hidden_state
-        if self.pooling == "first":
-            summary = hidden[:, 0]
-        else:
-            keep = mask.unsqueeze(-1).to(hidden.dtype)
-            summary = (hidden * keep).sum(1) / keep.sum(1)
-        return self.to_posterior(summary)
+        return self.to_posterior(pool(hidden, mask, self.pooling))
 
 
 def _hf_tokenizer(directory: str | None):

@@ -10,6 +10,11 @@ from torch import nn
 LOG_2PI = math.log(2 * math.pi)
 
 
+def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mean, diag exp(logvar)) summed over the last dimension; the three broadcast against each other."""
+    return -0.5 * ((z - mean) ** 2 / logvar.exp() + logvar + LOG_2PI).sum(-1)
+
+
 class DiagonalGaussian:
     """N(mean, diag(exp(logvar))) for a batch: mean and logvar are [B, Z]."""
 
@@ -30,9 +35,7 @@ class DiagonalGaussian:
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z|x) for z of shape [B, n, Z] -> [B, n]."""
-        var = torch.exp(self.logvar).unsqueeze(1)
-        sq = (z - self.mean.unsqueeze(1)) ** 2 / var
-        return -0.5 * (sq + self.logvar.unsqueeze(1) + LOG_2PI).sum(-1)
+        return gaussian_log_density(z, self.mean.unsqueeze(1), self.logvar.unsqueeze(1))
 
     def kl(self) -> torch.Tensor:
         """KL(q(z|x) || N(0, I)) per dimension, [B, Z]."""

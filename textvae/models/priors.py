@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from textvae.config import PriorConfig
-from textvae.models.posteriors import LOG_2PI, DiagonalGaussian
+from textvae.models.posteriors import LOG_2PI, DiagonalGaussian, gaussian_log_density
 from textvae.registry import Registry
 
 
@@ -29,6 +29,14 @@ class Prior(nn.Module):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def grouped_sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """At least n samples as groups [K, m, Z] with group weights [K] (the MMD's view of the prior).
+
+        One group of n by default; a mixture with learnable weights gives one group per component.
+        """
+        z = self.sample(n)
+        return z.unsqueeze(0), torch.ones(1, device=z.device)
 
     def kl(self, posterior: DiagonalGaussian, z: torch.Tensor | None = None) -> torch.Tensor:
         """E_q[log q(z|x) - log p(z)] per document [B], averaged over z [B, n, Z] (fresh samples if None)."""
@@ -79,9 +87,7 @@ class MixtureOfGaussians(Prior):
 
     def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log π_k + log N(z; μ_k, σ_k²) for every component: z [..., Z] -> [..., K]."""
-        dev = z.unsqueeze(-2) - self.means
-        log_normal = -0.5 * (dev**2 / self.logvars.exp() + self.logvars + LOG_2PI).sum(-1)
-        return torch.log_softmax(self.logits, 0) + log_normal
+        return torch.log_softmax(self.logits, 0) + gaussian_log_density(z.unsqueeze(-2), self.means, self.logvars)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(self.component_log_prob(z), dim=-1)
@@ -94,6 +100,11 @@ class MixtureOfGaussians(Prior):
     def sample_component(self, k: int, n: int) -> torch.Tensor:
         """n samples from component k alone, [n, Z]."""
         return self.sample_each_component(n)[k]
+
+    def grouped_sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """ceil(n / K) (at least 2) samples of every component with the mixture weights: differentiable in all
+        of means, variances and weights."""
+        return self.sample_each_component(max(2, math.ceil(n / self.components))), self.weights
 
     def sample_each_component(self, n: int) -> torch.Tensor:
         """n reparameterised samples from every component, [K, n, Z]."""
@@ -132,6 +143,11 @@ class VampPrior(Prior):
     def components(self) -> int:
         return self.pseudo_inputs.shape[0]
 
+    @property
+    def weights(self) -> torch.Tensor:
+        """The mixture weights: 1/K each."""
+        return torch.full((self.components,), 1.0 / self.components, device=self.pseudo_inputs.device)
+
     def mixture(self) -> DiagonalGaussian:
         """q(z | u_k) for every pseudo-input: a Gaussian with [K, Z] parameters."""
         encoder = self._encoder[0]
@@ -140,8 +156,7 @@ class VampPrior(Prior):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         q = self.mixture()
-        dev = z.unsqueeze(-2) - q.mean  # [..., K, Z]
-        log_normal = -0.5 * (dev**2 / q.logvar.exp() + q.logvar + LOG_2PI).sum(-1)
+        log_normal = gaussian_log_density(z.unsqueeze(-2), q.mean, q.logvar)  # [..., K]
         return torch.logsumexp(log_normal, dim=-1) - math.log(self.components)
 
     def sample_component(self, k: int, n: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ from torch import nn
 
 from textvae.config import TransformerConfig
 from textvae.errors import TextVAEError
-from textvae.models.base import TokenDecoder, architecture
+from textvae.models.base import TokenDecoder, architecture, check_pooling, document_mask, pool
 from textvae.models.posteriors import Posterior, PosteriorHead
 
 if TYPE_CHECKING:  # model.py imports this module to register its architectures
@@ -143,10 +143,8 @@ class TransformerEncoder(TransformerStack):
         pooling: str = "mean",
         posterior: str = "gaussian",
     ) -> None:
-        if pooling not in ("first", "mean"):
-            raise ValueError(f"unknown pooling {pooling!r}")
         super().__init__(vocab_size, cfg, cfg.encoder_layers)
-        self.pooling = pooling
+        self.pooling = check_pooling(pooling)
         self.to_posterior = PosteriorHead(cfg.d_model, latent_dim, posterior)
         gpt2_init(self)
 
@@ -157,13 +155,9 @@ class TransformerEncoder(TransformerStack):
         """q(z|x) from input embeddings [B, T, E]; document i fills positions 0..lengths[i] + 1."""
         positions = embeddings.shape[1]
         x = embeddings + self.position_embeddings(0, positions, embeddings.device)
-        keep = torch.arange(positions, device=x.device) < (lengths.to(x.device) + 2).unsqueeze(1)  # [B, T]
+        keep = document_mask(lengths.to(x.device), positions)  # [B, T]
         out, _ = self.run(x, keep[:, None, None, :])
-        if self.pooling == "first":
-            summary = out[:, 0]
-        else:
-            summary = (out * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True)
-        return self.to_posterior(summary)
+        return self.to_posterior(pool(out, keep, self.pooling))
 
 
 class TransformerDecoder(TransformerStack, TokenDecoder):

@@ -9,16 +9,13 @@ InfoVAE (Zhao et al. 2019): rec + (1-α)·KL(q(z|x) || p(z)) + (α+λ-1)·MMD(q(
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from textvae.config import InfoVAEConfig, KernelConfig, WAEMMDConfig
 from textvae.data.batching import TextBatch
 from textvae.models.posteriors import Posterior
-from textvae.models.priors import MixtureOfGaussians
 from textvae.objectives.base import ObjectiveOutput, objective
-from textvae.objectives.mmd import mmd_unbiased, mmd_unbiased_mixture
+from textvae.objectives.mmd import mmd_unbiased_mixture
 
 
 class LatentMatchingObjective:
@@ -77,9 +74,9 @@ class LatentMatchingObjective:
 
 class MMDObjective(LatentMatchingObjective):
     """The divergence is weight·MMD²(z_q, z_p), the unbiased estimate between the batch's posterior samples
-    and as many prior samples (which carry gradients to a learnable prior). For a mixture-of-Gaussians
-    prior, ceil(B / K) samples of every component weighted by the mixture weights, so that the weights
-    learn too. A batch of one document has no unbiased estimate: its MMD term is 0."""
+    and the prior's `grouped_sample` (which carries gradients to a learnable prior: for a mixture of
+    Gaussians, samples of every component weighted by the mixture weights, so that the weights learn too).
+    A batch of one document has no unbiased estimate: its MMD term is 0."""
 
     def __init__(self, mmd_weight: float, kernel: KernelConfig, **weights: float) -> None:
         super().__init__(**weights)
@@ -89,12 +86,8 @@ class MMDObjective(LatentMatchingObjective):
     def divergence(self, model, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if z.shape[0] < 2:
             return z.new_zeros(()), {"mmd": 0.0}
-        prior = model.prior
-        if isinstance(prior, MixtureOfGaussians):  # weighted per-component samples: the weights get gradients
-            per_component = max(2, math.ceil(z.shape[0] / prior.components))
-            mmd = mmd_unbiased_mixture(z, prior.sample_each_component(per_component).to(z), prior.weights, self.kernel)
-        else:
-            mmd = mmd_unbiased(z, prior.sample(z.shape[0], z.device).to(z.dtype), self.kernel)
+        groups, weights = model.prior.grouped_sample(z.shape[0])
+        mmd = mmd_unbiased_mixture(z, groups.to(z), weights.to(z), self.kernel)
         return self.mmd_weight * mmd, {"mmd": mmd.item()}
 
 
