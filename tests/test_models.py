@@ -127,3 +127,66 @@ def test_fit_lowers_validation_loss(tmp_path):
     assert {"val_mi", "val_au", "val_kl", "val_ppl", "train_tokens_per_s"} <= set(epochs[0])
     assert (tmp_path / "model" / "model.safetensors").is_file()
     assert (tmp_path / "checkpoints" / "last" / "trainer_state.json").is_file()
+
+
+def test_lstm_encoder_pools_the_last_state_by_default_or_the_mean():
+    batch = collate([(0, [5, 6, 7, 8]), (1, [9, 5])])
+    torch.manual_seed(0)
+    last = build_model(ModelConfig(embed_dim=8, hidden_dim=8, latent_dim=2, init_scale=0.5), 12).eval()
+    mean = build_model(ModelConfig(embed_dim=8, hidden_dim=8, latent_dim=2, init_scale=0.5, pooling="mean"), 12)
+    mean.load_state_dict(last.state_dict())
+    mean.eval()
+    with torch.no_grad():
+        states, _ = last.encoder.lstm(last.encoder.embed(batch.tokens))
+        head = last.encoder.to_posterior
+        at_end = head(torch.stack([states[0, 5], states[1, 3]])).mean  # </s> at length + 1
+        averaged = head(torch.stack([states[0, :6].mean(0), states[1, :4].mean(0)])).mean
+        assert torch.allclose(last.encode(batch.tokens, batch.lengths).mean, at_end, atol=1e-6)
+        assert torch.allclose(mean.encode(batch.tokens, batch.lengths).mean, averaged, atol=1e-6)
+    with pytest.raises(ValueError, match="state after <s>"):
+        ModelConfig(pooling="first")
+
+
+def test_lstm_runs_saved_before_lstm_pooling_keep_the_last_state(tmp_path):
+    model = build_model(ModelConfig(embed_dim=8, hidden_dim=8, latent_dim=2, pooling="mean"), 12)
+    model.save_pretrained(tmp_path)
+    assert load_model(tmp_path).encoder.pooling == "mean"
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["format_version"]  # as written by textvae before format 2, when LSTMs ignored `pooling`
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert load_model(tmp_path).encoder.pooling == "last"
+
+
+def test_bn_vae_means_spread_with_variance_gamma_squared_and_bound_the_kl(tmp_path):
+    from textvae.models.posteriors import MeanBatchNorm
+
+    norm = MeanBatchNorm(3, gamma=0.6)
+    with torch.no_grad():
+        norm.shift.copy_(torch.tensor([0.0, 1.0, -1.0]))
+    raw = torch.randn(64, 3) * 1e-2 + 5.0  # small spread around a large offset, as at He et al.'s init
+    out = norm(raw)
+    assert torch.allclose(out.mean(0), norm.shift.detach(), atol=2e-3)  # float32 at an offset of 5
+    assert torch.allclose(out.var(0, unbiased=False), torch.full((3,), 0.36), rtol=1e-2)
+    assert norm(raw[:1]).shape == (1, 3)  # a batch of one uses the running statistics
+    norm.eval()
+    assert torch.allclose(norm(raw), norm(raw))  # evaluation: running statistics, deterministic
+
+    config = ModelConfig(embed_dim=8, hidden_dim=8, latent_dim=4, init_scale=0.3, mean_batchnorm=0.6)
+    model = build_model(config, 20).train()
+    batch = collate([(i, [5 + i % 7, 6, 7 + i % 5]) for i in range(32)])
+    posterior = model.encode(batch.tokens, batch.lengths)
+    second_moment = (posterior.mean**2).mean(0)  # E_x[mu_d^2] = gamma^2 + shift^2 (shift 0 at init)
+    assert torch.allclose(second_moment, torch.full((4,), 0.36), rtol=0.03)
+    assert posterior.kl().sum(-1).mean().item() >= 0.5 * second_moment.sum().item() - 1e-6
+    model.eval()
+    model.save_pretrained(tmp_path)
+    loaded = load_model(tmp_path)
+    assert torch.equal(
+        loaded.encoder.to_posterior.mean_norm.norm.running_var, model.encoder.to_posterior.mean_norm.norm.running_var
+    )
+    with torch.no_grad():
+        assert torch.allclose(
+            loaded.encode(batch.tokens, batch.lengths).mean, model.encode(batch.tokens, batch.lengths).mean
+        )
+    with pytest.raises(ValueError, match="Gaussian posterior"):
+        ModelConfig(posterior="deterministic", mean_batchnorm=0.5)

@@ -101,3 +101,38 @@ def test_language_model_loss_is_reconstruction_only():
 
     out = build_objective(ElboConfig(), 10, 1)(LM(), _batch(), step=0)
     assert out.loss.item() == pytest.approx(5.0) and out.terms["kl"] == 0.0
+
+
+def test_bag_of_words_nll_counts_every_word_occurrence_and_no_specials():
+    from textvae.data.tokenizers import BOS, EOS, PAD
+    from textvae.objectives.elbo import bag_of_words_nll
+
+    logits = torch.randn(2, 9)
+    tokens = torch.tensor([[BOS, 5, 6, 5, EOS], [BOS, 7, EOS, PAD, PAD]])
+    log_p = logits.log_softmax(-1)
+    expected = torch.stack([-(2 * log_p[0, 5] + log_p[0, 6]), -log_p[1, 7]])
+    assert torch.allclose(bag_of_words_nll(logits, tokens), expected)
+
+
+def test_bow_loss_trains_the_encoder_through_z_and_needs_the_head():
+    from conftest import tiny_lstm_vae
+
+    from textvae.config import Recipe
+
+    model = tiny_lstm_vae(12, latent_dim=3, bow_head=True).train()
+    batch = collate([(0, [5, 6, 7]), (1, [8, 9])])
+    plain = build_objective(ElboConfig(), steps_per_epoch=1, epochs=1)
+    with_bow = build_objective(ElboConfig(bow_weight=2.0), steps_per_epoch=1, epochs=1)
+    torch.manual_seed(0)
+    base = plain(model, batch, step=0)
+    torch.manual_seed(0)
+    out = with_bow(model, batch, step=0)
+    assert out.loss.item() == pytest.approx(base.loss.item() + 2.0 * out.terms["bow"], rel=1e-5)
+    out.loss.backward()
+    assert model.decoder.bow.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.encoder.parameters() if p.requires_grad)
+    data = {"train": "a", "valid": "b"}
+    with pytest.raises(ValueError, match="model.bow_head"):
+        Recipe.model_validate({"data": data, "objective": {"type": "elbo", "bow_weight": 1.0}})
+    with pytest.raises(ValueError, match="language model"):
+        Recipe.model_validate({"data": data, "model": {"type": "lstm_lm", "bow_head": True}})

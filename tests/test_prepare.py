@@ -248,3 +248,43 @@ def test_real_ptb_and_yahoo_mini(tmp_path: Path) -> None:
     assert mini["outputs"]["test.txt"]["sha256"] == prepare.KNOWN_DIGESTS["yahoo/yahoo.test.txt"].split(":")[1]
     assert mini["outputs"]["vocab.txt"]["sha256"] == prepare.KNOWN_DIGESTS["yahoo/vocab.txt"].split(":")[1]
     assert mini["inputs"]["yahoo.valid.txt"]["verified"]
+
+
+# --- TinyStories --------------------------------------------------------------------------------
+
+
+def story_file(n: int) -> bytes:
+    """n stories of two paragraphs each, separated as in TinyStories, then a truncated story."""
+    body = b"".join(f"Story {i} begins  here.\nIt ends {i}.\n<|endoftext|>\n".encode() for i in range(n))
+    return body + b"A truncated sto"
+
+
+def test_tinystories_joins_paragraphs_drops_the_cut_story_and_holds_out_every_15th(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = story_file(32)
+    monkeypatch.setitem(prepare.KNOWN_DIGESTS, "tinystories/tinystories_sample.txt", f"sha256:{sha256(data)}")
+    put(tmp_path / "src", "tinystories_sample.txt", data, gz=True)
+    out = prepare_dataset("tinystories", tmp_path / "out", source=tmp_path / "src")
+    lines = {name: (out / name).read_text().splitlines() for name in SPLIT_FILES}
+    assert lines["valid.txt"] == ["Story 13 begins here. It ends 13.", "Story 28 begins here. It ends 28."]
+    assert lines["test.txt"] == ["Story 14 begins here. It ends 14.", "Story 29 begins here. It ends 29."]
+    assert len(lines["train.txt"]) == 28 and lines["train.txt"][0] == "Story 0 begins here. It ends 0."
+    assert not any("truncated" in line for split in lines.values() for line in split)
+
+
+def test_tinystories_refuses_a_file_with_too_few_stories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = story_file(3)
+    monkeypatch.setitem(prepare.KNOWN_DIGESTS, "tinystories/tinystories_sample.txt", f"sha256:{sha256(data)}")
+    put(tmp_path / "src", "tinystories_sample.txt", data, gz=False)
+    with pytest.raises(TextVAEError, match="3 complete stories"):
+        prepare_dataset("tinystories", tmp_path / "out", source=tmp_path / "src")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not (SHARED / "stories_tinystories_sample").is_dir(), reason="no ../shared/data")
+def test_real_tinystories_sample(tmp_path: Path) -> None:
+    out = prepare_dataset("tinystories", tmp_path / "stories", source=SHARED / "stories_tinystories_sample")
+    counts = {name: len((out / name).read_text().splitlines()) for name in SPLIT_FILES}
+    assert counts == {"train.txt": 2008, "valid.txt": 154, "test.txt": 154}  # 2,316 complete stories
+    assert manifest(out)["inputs"]["tinystories_sample.txt"]["verified"] is True

@@ -82,7 +82,7 @@ def test_method_file_inherits_the_dataset_base(path: Path):
         if "model" in raw:
             assert raw["model"] == {"type": "lstm_lm"}
     elif "model" in raw and setup is None:  # WAE-style files change the posterior or prior only
-        assert set(raw["model"]) <= {"posterior", "prior"}
+        assert set(raw["model"]) <= {"posterior", "prior", "word_dropout", "bow_head", "mean_batchnorm"}
 
 
 @pytest.mark.parametrize("dataset", HE_ET_AL)

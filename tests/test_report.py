@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from textvae.reports.summary import write_report
+from textvae.reports.markdown import write_report
 
 
 def _fake_run(directory, kl: float, with_mi: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -20,7 +21,9 @@ from textvae.evaluation.text import (
     reconstruction_limit,
     reconstructions,
     sample_diversity,
+    sample_quality,
     self_bleu,
+    unigram_kl,
 )
 from textvae.generation.decoding import DecodingConfig
 from textvae.models.posteriors import Deterministic, DiagonalGaussian
@@ -149,3 +152,30 @@ def test_self_bleu():
     assert self_bleu(["the cat sat on the mat"] * 3) == pytest.approx(100.0)
     assert self_bleu(["the cat sat on the mat", "a dog ran far away"]) < 5.0
     assert "self_bleu" in sample_diversity(["a b", "a b"], with_self_bleu=True)
+
+
+def test_unigram_kl_matches_a_hand_computed_value():
+    # samples: a a b (counts a 2, b 1); data: a b c (1, 1, 1); add-one over {a, b, c}
+    p = {"a": 3 / 6, "b": 2 / 6, "c": 1 / 6}
+    q = {"a": 2 / 6, "b": 2 / 6, "c": 2 / 6}
+    expected = sum(p[w] * math.log(p[w] / q[w]) for w in p)
+    assert unigram_kl(["a a", "b"], ["a b c"]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_unigram_kl_is_zero_for_the_same_counts_and_grows_with_mismatch():
+    assert unigram_kl(["the cat", "sat"], ["sat the", "cat"]) == 0.0
+    near = unigram_kl(["the cat sat"] * 3, ["the cat sat", "the cat ran"])
+    far = unigram_kl(["dog dog dog"] * 3, ["the cat sat", "the cat ran"])
+    assert 0 < near < far
+    assert unigram_kl([], []) == 0.0
+
+
+def test_sample_quality_scores_the_samples_it_draws():
+    model = tiny_lstm_vae(TOKENIZER.vocab_size, seed=1)
+    scores = sample_quality(model, TOKENIZER, DOCS, n=8, seed=0, max_length=6, self_bleu_samples=5)
+    texts = prior_samples(model, 8, DecodingConfig(strategy="sample", max_length=6), TOKENIZER, seed=0)
+    assert scores["sample_count"] == 8
+    assert scores["sample_distinct_1"] == pytest.approx(distinct_n([t.split() for t in texts], 1))
+    assert scores["sample_unigram_kl"] == pytest.approx(unigram_kl(texts, DOCS))
+    assert scores["sample_self_bleu"] == pytest.approx(self_bleu(texts[:5]))
+    assert scores["data_mean_length"] == pytest.approx(sum(len(d.split()) for d in DOCS) / len(DOCS))

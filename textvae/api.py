@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -15,24 +15,75 @@ from textvae.config import Recipe, SVIConfig, build_recipe, load_recipe_dict, sa
 from textvae.data.batching import TokenizedSplit
 from textvae.data.text import prepare_corpus
 from textvae.data.tokenizers import TextTokenizer, load_tokenizer
+from textvae.environment import describe_environment
 from textvae.errors import TextVAEError
 from textvae.evaluation import evaluate
+from textvae.generation import latent_space
+from textvae.generation.decoding import DecodingConfig
 from textvae.models.model import LatentVariableModel, build_model, load_model
 from textvae.training.trainer import Trainer, TrainerCallback, seed_everything
 
 logger = logging.getLogger(__name__)
 
 RECIPE_FILE = "recipe.yaml"
+ENVIRONMENT_FILE = "environment.json"
+DEFAULT_MAX_LENGTH = 100  # decoded tokens when the recipe sets no data.max_length
 
 
 @dataclass
 class Run:
-    """A trained run loaded from its directory."""
+    """A trained run loaded from its directory, with its latent space at hand.
+
+    `sample`, `reconstruct` and `interpolate` take a `DecodingConfig` or its fields as keywords
+    (strategy greedy | sample | beam, temperature, top_k, top_p, beam_size, max_length); `max_length`
+    defaults to the recipe's `data.max_length` (else 100 tokens).
+    """
 
     directory: Path
     recipe: Recipe
     model: LatentVariableModel
     tokenizer: TextTokenizer
+
+    def decoding(self, cfg: DecodingConfig | None = None, **options) -> DecodingConfig:
+        """A DecodingConfig from `cfg` or keyword fields, with this run's default max_length."""
+        if cfg is not None:
+            return replace(cfg, **options)
+        options.setdefault("max_length", self.recipe.data.max_length or DEFAULT_MAX_LENGTH)
+        return DecodingConfig(**options)
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """Posterior means E[z|x] [N, Z] of raw texts (tokenized and truncated as the training data)."""
+        return latent_space.encode_texts(self.model, self.tokenizer, texts, max_length=self.recipe.data.max_length)
+
+    def sample(self, n: int = 10, seed: int | None = 0, decoding: DecodingConfig | None = None, **options) -> list[str]:
+        """n texts decoded from prior draws z ~ p(z) (ancestral sampling unless told otherwise)."""
+        options.setdefault("strategy", "sample")
+        return latent_space.sample_texts(self.model, self.tokenizer, n, self.decoding(decoding, **options), seed)
+
+    def reconstruct(
+        self, texts: list[str], seed: int | None = 0, decoding: DecodingConfig | None = None, **options
+    ) -> list[str]:
+        """Each text decoded from its posterior mean (greedily unless told otherwise)."""
+        cfg = self.decoding(decoding, **options)
+        return latent_space.reconstruct_texts(
+            self.model, self.tokenizer, texts, cfg, seed, max_length=self.recipe.data.max_length
+        )
+
+    def interpolate(
+        self,
+        a: str,
+        b: str,
+        steps: int = 8,
+        slerp: bool = False,
+        seed: int | None = 0,
+        decoding: DecodingConfig | None = None,
+        **options,
+    ) -> list[tuple[float, str]]:
+        """(t, text) decoded at `steps` points from E[z|a] (t = 0) to E[z|b] (t = 1), linear or spherical."""
+        cfg = self.decoding(decoding, **options)
+        return latent_space.interpolate_texts(
+            self.model, self.tokenizer, a, b, steps, cfg, slerp, seed, max_length=self.recipe.data.max_length
+        )
 
 
 def check_device(device: str) -> str:
@@ -72,6 +123,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     save_recipe(recipe, run_dir / RECIPE_FILE)
     (run_dir / "data_stats.json").write_text(json.dumps({k: asdict(v) for k, v in stats.items()}, indent=1))
+    (run_dir / ENVIRONMENT_FILE).write_text(json.dumps(describe_environment(recipe.train.device), indent=1))
     seed_everything(recipe.train.seed)
     model = build_model(recipe.model, tokenizer.vocab_size)
     logger.info("model: %s, %d parameters", recipe.model.type, sum(p.numel() for p in model.parameters()))
@@ -109,15 +161,16 @@ def evaluate_run(
     iw_samples: int | None = None,
     limit: int | None = None,
     svi_steps: int | None = None,
+    text_samples: int | None = None,
 ) -> dict:
     """Run the evaluation protocol on a split of the run's data; returns the eval.json dict.
 
     `iw_nll_svi` (IW-NLL with the posterior refined by SVI) is added for SA-VAE runs (their training SVI
     settings), for recipes with `eval.svi`, and with `svi_steps` (those settings, or Kim et al.'s defaults).
+    `text_samples` N > 0 adds the sample-quality metrics of N prior samples (`sample_*`).
     """
-    cfg = run.recipe.eval.model_copy(
-        update={k: v for k, v in {"iw_samples": iw_samples, "limit": limit}.items() if v is not None}
-    )
+    overrides = {"iw_samples": iw_samples, "limit": limit, "text_samples": text_samples}
+    cfg = run.recipe.eval.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     if cfg.svi is None and run.recipe.update.type == "savae":  # SA-VAE: test-time SVI as in training
         cfg = cfg.model_copy(update={"svi": run.recipe.update.svi})
     if svi_steps is not None:

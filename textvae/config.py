@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from textvae.errors import TextVAEError
 
@@ -111,19 +111,41 @@ class ModelConfig(Section):
     dropout_in: float = Field(0.5, ge=0, lt=1)
     dropout_out: float = Field(0.5, ge=0, lt=1)
     init_scale: float = Field(0.01, gt=0)
+    # Bowman et al. 2016: in training, each decoder input word becomes <unk> with this probability
+    word_dropout: float = Field(0.0, ge=0, le=1)
+    bow_head: bool = False  # a linear z -> vocabulary head for objective.bow_weight (Zhao et al. 2017)
+    # BN-VAE (Zhu et al. 2020): batch-normalise the posterior means, scaled by this fixed γ (KL >= Z·γ²/2)
+    mean_batchnorm: float | None = Field(None, gt=0)
     embed_init_scale: float = Field(0.1, gt=0)
     # transformer and Hugging Face models
     transformer: TransformerConfig = TransformerConfig()
     huggingface: HuggingFaceConfig | None = None
-    pooling: Literal["first", "mean"] = "mean"  # encoder summary: first token (<s> / [CLS]) or mean over tokens
+    # encoder summary: first token (<s> / [CLS]), mean over tokens, or the state at </s>; None: the
+    # architecture's default (LSTM: last, as He et al.; transformer and Hugging Face: mean)
+    pooling: Literal["first", "mean", "last"] | None = None
     # how z reaches a transformer decoder: added to every token embedding, as one extra key/value memory
     # slot in every layer (Optimus), or both
     latent_injection: Literal["embedding", "memory", "both"] = "both"
+
+    @property
+    def encoder_pooling(self) -> str:
+        """`pooling`, or the architecture's default when unset."""
+        return self.pooling or ("last" if self.type.startswith("lstm") else "mean")
+
+    @field_validator("prior", mode="before")
+    @classmethod
+    def _prior_by_name(cls, value):
+        """`prior: mog` stands for `prior: {type: mog}` (and reads recipes saved before priors had settings)."""
+        return {"type": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _hf_needs_its_section(self) -> ModelConfig:
         if self.type == "hf_vae" and self.huggingface is None:
             raise ValueError("model.type hf_vae needs a model.huggingface section")
+        if self.mean_batchnorm is not None and (self.posterior != "gaussian" or self.type in LANGUAGE_MODELS):
+            raise ValueError("model.mean_batchnorm (BN-VAE) needs a Gaussian posterior (model.posterior: gaussian)")
+        if self.type.startswith("lstm") and self.pooling == "first":
+            raise ValueError("model.pooling first: an LSTM's state after <s> has read nothing; use last or mean")
         return self
 
 
@@ -147,6 +169,9 @@ class ElboConfig(Section):
     beta: float = Field(1.0, ge=0)  # multiplies the scheduled KL weight
     kl_schedule: ScheduleConfig = ScheduleConfig()
     free_bits: float | None = Field(None, ge=0)  # per-dimension KL target (nats), Kingma et al. 2016
+    # Zhao et al. 2017's bag-of-words loss: the decoder's `model.bow_head` predicts the document's words
+    # from z alone, weighted by this (an auxiliary training term; p(x|z) and evaluation do not use it)
+    bow_weight: float = Field(0.0, ge=0)
 
 
 class KernelConfig(Section):
@@ -316,6 +341,10 @@ class EvalConfig(Section):
     # reconstruction BLEU (sacrebleu): greedy decodes from the posterior mean against the documents
     recon_bleu: bool = True
     recon_max_length: int = Field(200, gt=0)  # decoded words per document at most (also 2·length + 10)
+    # sample quality: N prior samples (ancestral sampling) scored for diversity (distinct-n, self-BLEU),
+    # unigram KL to the evaluated split and mean length; 0 = skip
+    text_samples: int = Field(0, ge=0)
+    self_bleu_samples: int = Field(200, gt=1)  # self-BLEU is quadratic: computed on the first N samples
     # Also report IW-NLL with the posterior refined by SVI at test time (`iw_nll_svi`), as Kim et al.
     # None: only for SA-VAE runs, with the training SVI settings.
     svi: SVIConfig | None = None
@@ -337,6 +366,10 @@ class Recipe(Section):
         model, objective = self.model, self.objective
         if model.type in LANGUAGE_MODELS and objective.type != "elbo":
             raise ValueError(f"objective.type {objective.type} needs a latent variable (model.type is {model.type})")
+        if getattr(objective, "bow_weight", 0) > 0 and not model.bow_head:
+            raise ValueError("objective.bow_weight needs the bag-of-words head: set model.bow_head: true")
+        if model.bow_head and model.type in LANGUAGE_MODELS:
+            raise ValueError(f"model.bow_head predicts words from z; a language model ({model.type}) has none")
         free_bits = getattr(objective, "free_bits", None)
         if model.type in LANGUAGE_MODELS and free_bits is not None:
             raise ValueError(f"objective.free_bits has no meaning for a language model (model.type: {model.type})")

@@ -47,7 +47,7 @@ def quickstart(
     from textvae.cli.progress import RichProgress
     from textvae.config import build_recipe
     from textvae.data.prepare import prepare_dataset
-    from textvae.reports.summary import write_report
+    from textvae.reports.markdown import write_report
 
     claim_run_dir(out, overwrite)
     data_dir = prepare_dataset("synthetic-generated", out / "data", overwrite=overwrite)

@@ -64,8 +64,11 @@ KNOWN_DIGESTS: dict[str, str] = {
     "ptb/ptb.test.txt": "sha256:dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
     "synthetic/synthetic_train.txt": "sha256:7625f9fa3c559a54cee18497dbb1adc0b7a95eef254933a9f7634ffa8a0a4954",
     "synthetic/synthetic_test.txt": "sha256:f768b14530ad0179febabd8cce95f75e27f3958ca397e07b83a5379a3e137e1f",
+    "tinystories/tinystories_sample.txt": "sha256:5352b299dcb1a32898b2d779b145b5a05f3e1265953fd21c264c9f9f9c9ae33d",
 }
 
+TINYSTORIES_EVERY = 15  # every 15th story goes to valid, the next to test
+STORY_SEPARATOR = b"<|endoftext|>"
 YAHOO_MINI_TRAIN = 9_000
 YAHOO_MINI_VALID = 1_000
 DOWNLOAD_TIMEOUT_S = 60
@@ -252,6 +255,47 @@ def _yahoo_mini(files: dict[str, list[bytes]]) -> dict[str, Output]:
 def _synthetic(files: dict[str, list[bytes]]) -> dict[str, Output]:
     test = (files["synthetic_test.txt"], "synthetic_test.txt")
     return _outputs(train=(files["synthetic_train.txt"], "synthetic_train.txt"), valid=test, test=test)
+
+
+def stories(lines: list[bytes]) -> list[bytes]:
+    """One line per complete story: paragraphs joined by a space; text after the last separator dropped."""
+    out, paragraphs = [], []
+    for line in lines:
+        text = line.strip()
+        if text == STORY_SEPARATOR:
+            if paragraphs:
+                out.append(b" ".join(paragraphs) + b"\n")
+            paragraphs = []
+        elif text:
+            paragraphs.append(b" ".join(text.split()))
+    return out
+
+
+@register(
+    "tinystories",
+    "TinyStories sample (Eldan & Li 2023): 2,316 complete stories, one per line, every 15th to valid and test",
+    family="tinystories",
+    inputs=("tinystories_sample.txt",),
+    notes=(
+        "each story (paragraphs between `<|endoftext|>` lines) becomes one line, paragraphs joined by a space; "
+        "the truncated story after the last separator is dropped",
+        f"story i (from 0, file order) goes to valid.txt when i % {TINYSTORIES_EVERY} == {TINYSTORIES_EVERY - 2}, "
+        f"to test.txt when i % {TINYSTORIES_EVERY} == {TINYSTORIES_EVERY - 1}, otherwise to train.txt",
+    ),
+    hint="the file is ../shared/data/stories_tinystories_sample/tinystories_sample.txt.gz (the first 2 MiB of "
+    "TinyStories-train.txt from the Hugging Face dataset roneneldan/TinyStories)",
+)
+def _tinystories(files: dict[str, list[bytes]]) -> dict[str, Output]:
+    docs = stories(files["tinystories_sample.txt"])
+    every = TINYSTORIES_EVERY
+    if len(docs) < every:
+        raise TextVAEError(f"tinystories: tinystories_sample.txt has {len(docs)} complete stories, needs {every}")
+    position = [i % every for i in range(len(docs))]
+    return _outputs(
+        train=([d for d, p in zip(docs, position) if p < every - 2], f"stories i % {every} < {every - 2}"),
+        valid=([d for d, p in zip(docs, position) if p == every - 2], f"stories i % {every} == {every - 2}"),
+        test=([d for d, p in zip(docs, position) if p == every - 1], f"stories i % {every} == {every - 1}"),
+    )
 
 
 GENERATED_SIZES = {"train": 16_000, "valid": 2_000, "test": 2_000}

@@ -12,7 +12,7 @@ from textvae.evaluation.latent import (
     mutual_information,
 )
 from textvae.evaluation.likelihood import elbo_nll, iw_nll
-from textvae.evaluation.text import reconstruction_bleu, sample_diversity
+from textvae.evaluation.text import reconstruction_bleu, sample_diversity, sample_quality
 
 
 def latent_metrics(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig) -> dict:
@@ -39,7 +39,8 @@ def evaluate(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig, iw:
     """elbo_nll, iw_nll, ppl, iw_ppl, kl, mi, au and the counts behind them, as one flat dict.
 
     With `cfg.svi` set (and a latent), also iw_nll_svi and iw_ppl_svi: IW with the SVI-refined posterior.
-    With a tokenizer (and `cfg.recon_bleu`), also the reconstruction BLEU of greedy decodes from E[z|x].
+    With a tokenizer (and `cfg.recon_bleu`), also the reconstruction BLEU of greedy decodes from E[z|x];
+    with a tokenizer and `cfg.text_samples` > 0, also the quality of that many prior samples.
     """
     loader = make_loader(split, batch_size, shuffle=False)
     metrics = elbo_nll(model, loader, seed=cfg.seed)
@@ -50,6 +51,13 @@ def evaluate(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig, iw:
     metrics.update(latent_metrics(model, split, batch_size, cfg))
     if tokenizer is not None and cfg.recon_bleu and model.has_latent:
         metrics.update(reconstruction_bleu(model, split, tokenizer, batch_size, max_length=cfg.recon_max_length))
+    if tokenizer is not None and cfg.text_samples:
+        references = [tokenizer.decode(ids) for ids in split.ids]
+        metrics.update(
+            sample_quality(
+                model, tokenizer, references, cfg.text_samples, cfg.seed, cfg.recon_max_length, cfg.self_bleu_samples
+            )
+        )
     return metrics
 
 
@@ -63,4 +71,5 @@ __all__ = [
     "mutual_information",
     "reconstruction_bleu",
     "sample_diversity",
+    "sample_quality",
 ]

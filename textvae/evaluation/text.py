@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import math
+from collections import Counter
 from collections.abc import Sequence
 
 import torch
@@ -143,3 +145,53 @@ def sample_diversity(texts: Sequence[str], with_self_bleu: bool = False) -> dict
     if with_self_bleu:
         metrics["self_bleu"] = self_bleu(texts)
     return metrics
+
+
+def unigram_kl(samples: Sequence[str], references: Sequence[str], alpha: float = 1.0) -> float:
+    """KL(p_samples || p_references) between whitespace-token unigram distributions, in nats.
+
+    Both distributions are smoothed by adding `alpha` to the count of every type in the union of the two
+    vocabularies (so a word the samples invent, or never use, costs a finite amount). 0 for identical
+    token counts; grows as the samples over- or under-use words relative to the data (Bahuleyan et al.).
+    """
+    p_counts = Counter(token for text in samples for token in text.split())
+    q_counts = Counter(token for text in references for token in text.split())
+    vocabulary = p_counts.keys() | q_counts.keys()
+    if not vocabulary:
+        return 0.0
+    p_total = sum(p_counts.values()) + alpha * len(vocabulary)
+    q_total = sum(q_counts.values()) + alpha * len(vocabulary)
+    kl = 0.0
+    for token in vocabulary:
+        p = (p_counts[token] + alpha) / p_total
+        kl += p * math.log(p / ((q_counts[token] + alpha) / q_total))
+    return kl
+
+
+def sample_quality(
+    model,
+    tokenizer: TextTokenizer,
+    references: Sequence[str],
+    n: int,
+    seed: int = 0,
+    max_length: int = RECON_MAX_LENGTH,
+    self_bleu_samples: int = 200,
+) -> dict:
+    """Scores of n prior samples (ancestral sampling, temperature 1) against the `references` texts.
+
+    sample_distinct_1/2, sample_self_bleu (first `self_bleu_samples` samples), sample_unigram_kl
+    (KL(samples || references) of smoothed unigram distributions), sample_mean_length and
+    data_mean_length (whitespace tokens), sample_count.
+    """
+    texts = prior_samples(model, n, DecodingConfig(strategy="sample", max_length=max_length), tokenizer, seed=seed)
+    diversity = sample_diversity(texts)
+    reference_lengths = [len(text.split()) for text in references]
+    return {
+        "sample_distinct_1": diversity["distinct_1"],
+        "sample_distinct_2": diversity["distinct_2"],
+        "sample_self_bleu": self_bleu(texts[:self_bleu_samples]),
+        "sample_unigram_kl": unigram_kl(texts, references),
+        "sample_mean_length": diversity["mean_length"],
+        "data_mean_length": sum(reference_lengths) / max(len(reference_lengths), 1),
+        "sample_count": len(texts),
+    }

@@ -1,8 +1,8 @@
-"""Batched autoregressive decoding from latent codes: greedy and sampling (temperature, top-k, top-p).
+"""Batched autoregressive decoding from latent codes: greedy, sampling (temperature, top-k, top-p) and beam search.
 
 A *search* turns a decoder, latent codes and per-row length limits into token ids; searches are registered
-by name (`DecodingConfig.strategy`). Greedy and sampling pick one token per row and step; beam search, which
-keeps several hypotheses per row, belongs beside them as another registered search.
+by name (`DecodingConfig.strategy`). Greedy and sampling pick one token per row and step; beam search keeps
+`beam_size` hypotheses per row, all rows' hypotheses in one decoder call per step.
 """
 
 from __future__ import annotations
@@ -19,7 +19,12 @@ from textvae.registry import Registry
 
 @dataclass(frozen=True)
 class DecodingConfig:
-    """How to decode. Greedy ignores temperature, top_k and top_p; `max_length` counts words, not </s>."""
+    """How to decode; `max_length` counts words, not </s>.
+
+    Greedy and beam ignore temperature, top_k and top_p; only beam reads beam_size and length_penalty.
+    Beam ranks finished hypotheses by sum log p(w_1 .. w_n </s>) / (n + 1) ** length_penalty (simple length
+    normalisation over the predicted tokens, </s> included); length_penalty 0 ranks by the raw sum.
+    """
 
     strategy: str = "greedy"
     temperature: float = 1.0
@@ -27,6 +32,8 @@ class DecodingConfig:
     top_p: float | None = None  # sample from the smallest set of tokens holding probability >= top_p
     max_length: int = 100
     allow_unk: bool = True  # <pad> and <s> are never generated; <unk> only when allowed
+    beam_size: int = 4  # hypotheses kept per row (beam only)
+    length_penalty: float = 1.0  # alpha >= 0 of the length normalisation (beam only)
 
     def __post_init__(self) -> None:
         if self.strategy not in SEARCHES:
@@ -39,6 +46,10 @@ class DecodingConfig:
             raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
         if self.max_length < 0:
             raise ValueError(f"max_length must be non-negative, not {self.max_length}")
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be at least 1, not {self.beam_size}")
+        if not 0 <= self.length_penalty < float("inf"):
+            raise ValueError(f"length_penalty must be finite and non-negative, not {self.length_penalty}")
 
     @property
     def banned(self) -> tuple[int, ...]:
@@ -129,6 +140,90 @@ def sample_search(decoder, z, limits, cfg, generator=None) -> list[list[int]]:
     return token_by_token(decoder, z, limits, choose)
 
 
+@SEARCHES.register("beam")
+def beam_search(
+    decoder: TokenDecoder,
+    z: torch.Tensor | None,
+    limits: torch.Tensor,
+    cfg: DecodingConfig,
+    generator: torch.Generator | None = None,
+) -> list[list[int]]:
+    """Beam search for each row's most likely sequence under the length-normalised score (see DecodingConfig).
+
+    Every step feeds all rows x beam_size hypotheses to the decoder at once and keeps, per row, the
+    beam_size best continuations (words or </s>) of its live hypotheses by their summed log-probabilities,
+    the decoder's own (not renormalised after banning ids). A hypothesis that picks </s> is finished and
+    leaves the beam; at its row's limit only </s> may follow, and its log-prob is added, so every finished
+    score is that of w_1 .. w_n </s>. A row stops when its best finished score cannot be beaten by any live
+    hypothesis (log-probs are <= 0, so a live one can at best keep its sum over the longest length left),
+    or when none is left. With beam_size 1 this is greedy search. Deterministic: `generator` is unused.
+    The decoder's state is reordered with its `reorder_state(state, index)`; see `_reorder`.
+    """
+    rows, width = len(limits), cfg.beam_size
+    if not rows:
+        return []
+    device, longest = limits.device, int(limits.max())
+    flat_z = None if z is None else z.repeat_interleave(width, dim=0)
+    banned = torch.tensor(cfg.banned, device=device)
+    # summed log-probs of each row's live hypotheses (-inf: none); only one at the start, so that the
+    # first step does not offer every continuation `width` times
+    scores = torch.full((rows, width), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    words = torch.empty(rows, width, 0, dtype=torch.long, device=device)  # each live hypothesis's words
+    best = torch.full((rows,), float("-inf"), device=device)  # each row's best finished score
+    best_words = torch.full((rows, longest), EOS, dtype=torch.long, device=device)
+    best_length = torch.zeros(rows, dtype=torch.long, device=device)
+    largest_divisor = (limits + 1).float() ** cfg.length_penalty  # the longest finish a row allows
+    first_slot = torch.arange(rows, device=device).unsqueeze(1) * width
+    tokens = torch.full((rows * width,), BOS, dtype=torch.long, device=device)
+    state = None
+    for step in range(longest + 1):
+        logits, state = decoder.logits(tokens.unsqueeze(1), flat_z, state)
+        log_probs = logits[:, -1].float().log_softmax(-1).index_fill(-1, banned, float("-inf"))
+        vocab = log_probs.shape[-1]
+        log_probs = log_probs.view(rows, width, vocab)
+        only_eos = (limits == step).view(rows, 1, 1) & (torch.arange(vocab, device=device) != EOS)
+        candidates = (scores.unsqueeze(-1) + log_probs.masked_fill(only_eos, float("-inf"))).view(rows, -1)
+        top, index = candidates.topk(width, dim=-1)  # [rows, width], by the summed log-prob
+        beam, token = index // vocab, index % vocab
+        prefix = words.gather(1, beam.unsqueeze(-1).expand(-1, -1, step))
+        ends = (token == EOS) & top.isfinite()
+        finished = top.masked_fill(~ends, float("-inf")) / float(step + 1) ** cfg.length_penalty
+        candidate, slot = finished.max(-1)
+        better = candidate > best
+        best = torch.where(better, candidate, best)
+        best_length = best_length.masked_fill(better, step)
+        chosen = prefix[torch.arange(rows, device=device), slot]
+        best_words[:, :step] = torch.where(better.unsqueeze(1), chosen, best_words[:, :step])
+        scores = top.masked_fill(token == EOS, float("-inf"))
+        done = best >= scores.max(-1).values / largest_divisor
+        if bool(done.all()):
+            break
+        scores = scores.masked_fill(done.unsqueeze(1), float("-inf"))
+        words = torch.cat([prefix, token.unsqueeze(-1)], dim=-1)
+        tokens = token.masked_fill(scores.isinf(), EOS).view(-1)
+        if width > 1:
+            state = _reorder(decoder, state, (first_slot + beam).view(-1))
+    return [ids[:length] for ids, length in zip(best_words.tolist(), best_length.tolist())]
+
+
+def _reorder(decoder: TokenDecoder, state, index: torch.Tensor):
+    """The decoder state of rows `index`, by `decoder.reorder_state(state, index)`.
+
+    Without that method only states that hold nothing per row (None, a plain number such as a step count)
+    can be followed; anything else raises rather than guess which dimension is the batch.
+    """
+    reorder = getattr(decoder, "reorder_state", None)
+    if reorder is not None:
+        return reorder(state, index)
+    if state is None or isinstance(state, int | float):
+        return state
+    raise TypeError(
+        f"beam search needs {type(decoder).__name__}.reorder_state(state, index) to follow its "
+        f"{type(state).__name__} state (or beam_size 1)"
+    )
+
+
 def decode(
     decoder: TokenDecoder,
     z: torch.Tensor | None,
@@ -151,7 +246,7 @@ def decode(
     if max_lengths is not None:
         limits = limits.clamp(max=torch.as_tensor(max_lengths, dtype=torch.long, device=device)).clamp(min=0)
     positions = getattr(decoder, "max_positions", None)
-    if positions:  # <s> and every word but the last are fed back: at most positions - 1 words
+    if positions:  # <s> and the words are fed (beam also feeds the last, to score </s>): positions - 1 words
         limits = limits.clamp(max=positions - 1)
     if seed is not None:
         if generator is not None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from textvae.data.tokenizers import PAD
+from textvae.data.tokenizers import BOS, PAD, UNK
 from textvae.registry import Registry
 
 Builder = Callable[..., tuple[nn.Module | None, nn.Module]]
@@ -35,7 +35,7 @@ def evaluating(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-POOLINGS = ("first", "mean")
+POOLINGS = ("first", "mean", "last")
 
 
 def check_pooling(pooling: str) -> str:
@@ -50,11 +50,21 @@ def document_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """An encoder's summary [B, D] of hidden states [B, T, D]: the first position, or the mean over `mask`."""
+    """An encoder's summary [B, D] of hidden states [B, T, D]: the first or last position of `mask`, or its mean."""
     if pooling == "first":
         return hidden[:, 0]
+    if pooling == "last":
+        last = (mask.sum(1) - 1).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+        return hidden.gather(1, last).squeeze(1)
     keep = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * keep).sum(1) / keep.sum(1)
+
+
+def drop_words(inputs: torch.Tensor, p: float) -> torch.Tensor:
+    """Bowman et al. 2016's word dropout: each word of the decoder input [B, T] (not <s>, not padding)
+    becomes <unk> with probability p, so the decoder must lean on z for what it cannot see."""
+    words = (inputs != BOS) & (inputs != PAD)
+    return inputs.masked_fill(words & (torch.rand(inputs.shape, device=inputs.device) < p), UNK)
 
 
 class TokenDecoder(nn.Module):
@@ -66,6 +76,7 @@ class TokenDecoder(nn.Module):
     """
 
     latent_dim: int
+    word_dropout: float = 0.0  # training only: each fed word (not <s>) becomes <unk> with this probability
 
     def logits(self, inputs: torch.Tensor, z: torch.Tensor | None, state=None):
         raise NotImplementedError
@@ -75,6 +86,8 @@ class TokenDecoder(nn.Module):
         batch = tokens.shape[0]
         n = 1 if z is None else z.shape[1]
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        if self.training and self.word_dropout > 0:
+            inputs = drop_words(inputs, self.word_dropout)
         if n > 1:
             inputs = inputs.repeat_interleave(n, dim=0)
             targets = targets.repeat_interleave(n, dim=0)

@@ -356,7 +356,9 @@ def build_hf_vae(cfg: LatentVariableConfig) -> tuple[HFEncoder, HFCausalDecoder]
     decoder = HFCausalDecoder(decoder_model, cfg.vocab_size, cfg.latent_dim, section.latent_injection)
     encoder_model = load_hf_model(AutoModel, hf.encoder, hf.encoder_config, cfg.vocab_size, attention)
     bridge = getattr(cfg, "hf_tokenizers", None) or _encoder_bridge(encoder_model, hf.decoder, hf.encoder)
-    encoder = HFEncoder(encoder_model, cfg.vocab_size, cfg.latent_dim, section.pooling, section.posterior, bridge)
+    encoder = HFEncoder(
+        encoder_model, cfg.vocab_size, cfg.latent_dim, section.encoder_pooling, section.posterior, bridge
+    )
     cfg.huggingface = {
         **cfg.huggingface,
         "decoder": None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from textvae.models.base import TokenDecoder
+from textvae.models.base import TokenDecoder, check_pooling, document_mask, pool
 from textvae.models.posteriors import Posterior, PosteriorHead
 
 
@@ -19,12 +19,23 @@ def uniform_init(module: nn.Module, scale: float, embed_scale: float) -> None:
 
 
 class LSTMEncoder(nn.Module):
-    """Reads <s> x </s>; the final hidden state gives q(z|x) (Gaussian mean and log-variance, or a point)."""
+    """Reads <s> x </s>; q(z|x) (Gaussian mean and log-variance, or a point) from the hidden state at </s>
+    (`pooling="last"`, He et al.) or the mean of the hidden states (`"mean"`: every word reaches z directly,
+    for long documents whose endings are alike)."""
 
     def __init__(
-        self, vocab_size: int, embed_dim: int, hidden_dim: int, latent_dim: int, posterior: str = "gaussian"
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        hidden_dim: int,
+        latent_dim: int,
+        posterior: str = "gaussian",
+        pooling: str = "last",
     ) -> None:
         super().__init__()
+        if check_pooling(pooling) == "first":
+            raise ValueError("an LSTM encoder pools the last state or the mean, not the first")
+        self.pooling = pooling
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=None)
         self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
         self.to_posterior = PosteriorHead(hidden_dim, latent_dim, posterior)
@@ -39,9 +50,8 @@ class LSTMEncoder(nn.Module):
     def embedded(self, embeddings: torch.Tensor, lengths: torch.Tensor) -> Posterior:
         """q(z|x) from input embeddings [B, T, E] (T = length + 2 for the longest)."""
         out, _ = self.lstm(embeddings)
-        # position of </s> is length + 1; padding after it cannot reach it (causal LSTM)
-        last = (lengths + 1).view(-1, 1, 1).expand(-1, 1, out.shape[-1])
-        return self.to_posterior(out.gather(1, last).squeeze(1))
+        # </s> is at length + 1; padding after it cannot reach it or the states before it (causal LSTM)
+        return self.to_posterior(pool(out, document_mask(lengths, out.shape[1]), self.pooling))
 
 
 class LSTMDecoder(TokenDecoder):
@@ -87,3 +97,11 @@ class LSTMDecoder(TokenDecoder):
         """Next-token logits [N, T, V] for inputs [N, T] with one z [N, Z] per row; returns (logits, state)."""
         out, state = self.hidden(inputs, z, state)
         return self.output(self.dropout_out(out)), state
+
+    @staticmethod
+    def reorder_state(
+        state: tuple[torch.Tensor, torch.Tensor], index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (h, c) of rows `index`, batch in dim 1 (beam search: which hypothesis each new row continues)."""
+        h, c = state
+        return h.index_select(1, index), c.index_select(1, index)

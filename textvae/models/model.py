@@ -17,10 +17,13 @@ from textvae.config import ModelConfig
 from textvae.errors import TextVAEError
 from textvae.models.base import ARCHITECTURES, architecture
 from textvae.models.lstm import LSTMDecoder, LSTMEncoder, uniform_init
-from textvae.models.posteriors import DiagonalGaussian, Posterior
+from textvae.models.posteriors import DiagonalGaussian, MeanBatchNorm, Posterior
 from textvae.models.priors import build_prior
 
 hf_logging.disable_progress_bar()  # saving and loading small models needs no progress bar
+
+
+FORMAT_VERSION = 2  # 2: `pooling` applies to LSTM encoders too
 
 
 class LatentVariableConfig(PreTrainedConfig):
@@ -33,7 +36,10 @@ class LatentVariableConfig(PreTrainedConfig):
         own = {k: kwargs.pop(k, default) for k, default in defaults.items() if k != "type"}
         if isinstance(own["prior"], str):  # saved before priors had settings: `"prior": "standard_normal"`
             own["prior"] = {**defaults["prior"], "type": own["prior"]}
+        if kwargs.pop("format_version", 1) < 2 and architecture.startswith("lstm"):
+            own["pooling"] = None  # saved when LSTM encoders ignored `pooling` (always the state at </s>)
         super().__init__(**kwargs)
+        self.format_version = FORMAT_VERSION
         self.architecture = architecture
         self.vocab_size = vocab_size
         for key, value in own.items():
@@ -41,7 +47,8 @@ class LatentVariableConfig(PreTrainedConfig):
 
     @classmethod
     def from_recipe(cls, cfg: ModelConfig, vocab_size: int) -> LatentVariableConfig:
-        return cls(architecture=cfg.type, vocab_size=vocab_size, **cfg.model_dump(mode="json", exclude={"type"}))
+        fields = cfg.model_dump(mode="json", exclude={"type"})
+        return cls(architecture=cfg.type, vocab_size=vocab_size, format_version=FORMAT_VERSION, **fields)
 
     @property
     def section(self) -> ModelConfig:
@@ -67,6 +74,7 @@ def _lstm_vae(cfg: LatentVariableConfig) -> tuple[nn.Module, nn.Module]:
         cfg.enc_hidden_dim or cfg.hidden_dim,
         cfg.latent_dim,
         cfg.posterior,
+        cfg.section.encoder_pooling,
     )
     decoder = _lstm_decoder(cfg, cfg.latent_dim)
     uniform_init(nn.ModuleList([encoder, decoder]), cfg.init_scale, cfg.embed_init_scale)
@@ -95,6 +103,11 @@ class LatentVariableModel(PreTrainedModel):
         super().__init__(config)
         self.encoder, self.decoder = ARCHITECTURES[config.architecture](config)  # each initialises itself
         self.prior = build_prior(config.section.prior, config.latent_dim, self.encoder)
+        self.decoder.word_dropout = config.section.word_dropout
+        if config.section.mean_batchnorm is not None:
+            self.encoder.to_posterior.mean_norm = MeanBatchNorm(config.latent_dim, config.section.mean_batchnorm)
+        if config.section.bow_head:  # on the decoder side: aggressive training updates it with the decoder
+            self.decoder.bow = nn.Linear(config.latent_dim, config.vocab_size)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:

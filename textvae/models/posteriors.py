@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 LOG_2PI = math.log(2 * math.pi)
@@ -61,18 +62,49 @@ class Deterministic:
 Posterior = DiagonalGaussian | Deterministic
 
 
+class MeanBatchNorm(nn.Module):
+    """BN-VAE (Zhu et al. 2020): posterior means batch-normalised per dimension, times a fixed γ plus a learned β.
+
+    Across documents each dimension's mean then has variance γ² (running statistics at evaluation), so
+    E_x[KL(q(z|x) || N(0, I))] ≥ Z·γ²/2 and the posterior cannot collapse onto the prior.
+    """
+
+    EPS = 1e-8  # not BatchNorm's 1e-5: the means of He et al.'s U(±0.01)-initialised encoders vary by ~1e-4
+
+    def __init__(self, latent_dim: int, gamma: float) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(latent_dim, eps=self.EPS, affine=False)
+        self.register_buffer("gamma", torch.tensor(float(gamma)))
+        self.shift = nn.Parameter(torch.zeros(latent_dim))
+
+    def forward(self, mean: torch.Tensor) -> torch.Tensor:
+        flat = mean.reshape(-1, mean.shape[-1])
+        if self.training and flat.shape[0] < 2:  # a batch of one has no spread: use the running statistics
+            norm = self.norm
+            normed = F.batch_norm(flat, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
+        else:
+            normed = self.norm(flat)
+        return (self.gamma * normed + self.shift).reshape(mean.shape)
+
+
 class PosteriorHead(nn.Linear):
-    """The encoder's last layer: a summary vector [B, H] -> q(z|x), Gaussian (mean, logvar) or deterministic."""
+    """The encoder's last layer: a summary vector [B, H] -> q(z|x), Gaussian (mean, logvar) or deterministic.
+
+    `mean_norm` (a MeanBatchNorm, set by the model for BN-VAE) post-processes the Gaussian means.
+    """
 
     def __init__(self, in_dim: int, latent_dim: int, kind: str = "gaussian", bias: bool = False) -> None:
         if kind not in ("gaussian", "deterministic"):
             raise ValueError(f"unknown posterior {kind!r}")
         super().__init__(in_dim, (2 if kind == "gaussian" else 1) * latent_dim, bias=bias)
         self.kind = kind
+        self.mean_norm: nn.Module | None = None  # an instance attribute: a class one would hide the submodule
 
     def forward(self, summary: torch.Tensor) -> Posterior:  # type: ignore[override]
         out = super().forward(summary)
         if self.kind == "deterministic":
             return Deterministic(out)
         mean, logvar = out.chunk(2, dim=-1)
+        if self.mean_norm is not None:
+            mean = self.mean_norm(mean)
         return DiagonalGaussian(mean, logvar)

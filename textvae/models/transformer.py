@@ -220,7 +220,7 @@ def build_transformer_vae(cfg: LatentVariableConfig) -> tuple[TransformerEncoder
     """Transformer encoder and decoder from a `LatentVariableConfig`."""
     section = cfg.section
     encoder = TransformerEncoder(
-        cfg.vocab_size, cfg.latent_dim, section.transformer, section.pooling, section.posterior
+        cfg.vocab_size, cfg.latent_dim, section.transformer, section.encoder_pooling, section.posterior
     )
     return encoder, _decoder(cfg, cfg.latent_dim)
 

@@ -6,9 +6,20 @@ import torch
 
 from textvae.config import ElboConfig
 from textvae.data.batching import TextBatch
+from textvae.data.tokenizers import BOS, EOS, PAD
 from textvae.models.posteriors import DiagonalGaussian
 from textvae.objectives.base import ObjectiveOutput, objective
 from textvae.objectives.schedules import Schedule, make_schedule
+
+
+def bag_of_words_nll(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """-sum over a document's words of log softmax(logits)[word]: logits [B, V] from z, tokens [B, T] -> [B].
+
+    Every occurrence counts; <s>, </s> and padding are not words. Zhao et al. 2017's bag-of-words loss.
+    """
+    log_probs = logits.log_softmax(-1).gather(1, tokens)
+    words = (tokens != PAD) & (tokens != BOS) & (tokens != EOS)
+    return -(log_probs * words).sum(1)
 
 
 class ELBO:
@@ -23,10 +34,13 @@ class ELBO:
 
     selection_metric = "elbo_nll"  # the validation metric that picks the best epoch
 
-    def __init__(self, beta: float, schedule: Schedule, free_bits: float | None = None) -> None:
+    def __init__(
+        self, beta: float, schedule: Schedule, free_bits: float | None = None, bow_weight: float = 0.0
+    ) -> None:
         self.beta = beta
         self.schedule = schedule
         self.free_bits = free_bits
+        self.bow_weight = bow_weight
 
     def kl_weight(self, step: int) -> float:
         return self.beta * self.schedule(step)
@@ -49,9 +63,12 @@ class ELBO:
             kl_term = kl.mean()
         weight = self.kl_weight(step)
         loss = rec.mean() + weight * kl_term
-        return ObjectiveOutput(
-            loss, {"rec": rec.sum().item(), "kl": kl.sum().item(), "kl_weight": weight, "n": len(batch)}
-        )
+        terms = {"rec": rec.sum().item(), "kl": kl.sum().item(), "kl_weight": weight, "n": len(batch)}
+        if self.bow_weight > 0:
+            bow = bag_of_words_nll(model.decoder.bow(z[:, 0]), batch.tokens)
+            loss = loss + self.bow_weight * bow.mean()
+            terms["bow"] = bow.mean().item()  # per document (logged as a mean over steps)
+        return ObjectiveOutput(loss, terms)
 
     def example_losses(self, model, batch: TextBatch, posterior: DiagonalGaussian, step: int) -> torch.Tensor:
         """Per-document loss -log p(x|z) + w·KL with one z ~ q, [B]: what SVI minimises for each document.
@@ -65,4 +82,4 @@ class ELBO:
 
 @objective("elbo")
 def make_elbo(cfg: ElboConfig, steps_per_epoch: int, epochs: int) -> ELBO:
-    return ELBO(cfg.beta, make_schedule(cfg.kl_schedule, steps_per_epoch, epochs), cfg.free_bits)
+    return ELBO(cfg.beta, make_schedule(cfg.kl_schedule, steps_per_epoch, epochs), cfg.free_bits, cfg.bow_weight)

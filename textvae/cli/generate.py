@@ -1,0 +1,183 @@
+"""`textvae sample | reconstruct | interpolate RUN_DIR ...`: decode from a trained run's latent space.
+
+The three commands share the decoding options (`--strategy`, `--temperature`, `--top-k`, `--top-p`,
+`--beam-size`, `--max-length`, `--seed`, `--device`), added once by `with_decoding_options`. Texts go to
+stdout, one per line (or JSON lines with `--jsonl`), so they pipe into other tools.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from textvae.cli.app import quiet_libraries, setup_logging
+from textvae.errors import TextVAEError
+
+DECODING_OPTIONS: dict[str, tuple[Any, Any]] = {  # name -> (annotation, default)
+    "strategy": (Annotated[str, typer.Option("--strategy", help="greedy, sample or beam.")], None),
+    "temperature": (Annotated[float, typer.Option("--temperature", help="Sampling temperature.")], 1.0),
+    "top_k": (Annotated[int | None, typer.Option("--top-k", help="Sample among the k most likely tokens.")], None),
+    "top_p": (Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling mass.")], None),
+    "beam_size": (Annotated[int, typer.Option("--beam-size", help="Hypotheses kept by beam search.")], 4),
+    "max_length": (
+        Annotated[int | None, typer.Option("--max-length", help="Most tokens per text (default: the recipe's).")],
+        None,
+    ),
+    "seed": (Annotated[int, typer.Option("--seed", help="Seed of prior draws and sampling.")], 0),
+    "device": (Annotated[str, typer.Option("--device", help="cpu or cuda[:N].")], "cpu"),
+    "jsonl": (Annotated[bool, typer.Option("--jsonl", help="One JSON object per line instead of plain text.")], False),
+}
+
+
+PASSED = ("run", "decoding", "seed", "jsonl")  # what a decorated command receives besides its own options
+RUN_DIR = inspect.Parameter(
+    "run_dir",
+    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    annotation=Annotated[Path, typer.Argument(help="A run directory made by `textvae train`.")],
+)
+
+
+def with_decoding_options(default_strategy: str):
+    """Decorator: give a command the shared options; it receives the loaded `run`, `decoding`, `seed`, `jsonl`.
+
+    The command's own parameters follow RUN_DIR; typer reads the combined signature, so every command
+    documents the same options the same way.
+    """
+
+    def decorate(command):
+        hints = typing.get_type_hints(command, include_extras=True)
+        own = [
+            p.replace(annotation=hints[name])
+            for name, p in inspect.signature(command).parameters.items()
+            if name not in PASSED
+        ]
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+            for name, (annotation, default) in DECODING_OPTIONS.items()
+        ]
+
+        @functools.wraps(command)
+        def wrapper(run_dir: Path, **kwargs) -> None:
+            setup_logging()
+            quiet_libraries()
+            from textvae.api import load_run
+
+            options = {name: kwargs.pop(name) for name in DECODING_OPTIONS}
+            run = load_run(run_dir, options["device"])
+            decoding = _decoding(run, default_strategy, options)
+            command(run=run, decoding=decoding, seed=options["seed"], jsonl=options["jsonl"], **kwargs)
+
+        parameters = [RUN_DIR, *own, *added]
+        wrapper.__signature__ = inspect.Signature(parameters)
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        del wrapper.__wrapped__  # typer must read the combined signature, not the command's
+        return wrapper
+
+    return decorate
+
+
+def _decoding(run, default_strategy: str, options: dict):
+    """The DecodingConfig from the command-line options (one-line errors for bad values)."""
+    fields = {k: options[k] for k in ("temperature", "top_k", "top_p", "beam_size") if options[k] is not None}
+    fields["strategy"] = options["strategy"] or default_strategy
+    if options["max_length"] is not None:
+        fields["max_length"] = options["max_length"]
+    try:
+        return run.decoding(**fields)
+    except ValueError as err:
+        raise TextVAEError(f"decoding options: {err}") from err
+
+
+def emit(records: list[dict], text_key: str, jsonl: bool) -> None:
+    """Print each record's text, or the whole record as one JSON line."""
+    for record in records:
+        typer.echo(json.dumps(record, ensure_ascii=False) if jsonl else record[text_key])
+
+
+def _needs_latent(run, what: str) -> None:
+    if not run.model.has_latent:
+        raise TextVAEError(f"{run.directory}: a language model ({run.recipe.model.type}) has no latent to {what}")
+
+
+def read_text_argument(value: str) -> str:
+    """A text given on the command line, or the contents of a file given as @PATH."""
+    if not value.startswith("@"):
+        return value
+    path = Path(value[1:])
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise TextVAEError(f"{path}: cannot read the text ({err})") from err
+
+
+@with_decoding_options("sample")
+def sample(
+    run,
+    decoding,
+    seed: int,
+    jsonl: bool,
+    n: Annotated[int, typer.Option("-n", "--n", help="How many texts to draw.")] = 10,
+) -> None:
+    """Decode N texts from prior draws z ~ p(z) (ancestral sampling by default)."""
+    if n < 1:
+        raise TextVAEError(f"-n {n}: must be at least 1")
+    texts = run.sample(n, seed=seed, decoding=decoding)
+    emit([{"index": i, "text": text} for i, text in enumerate(texts)], "text", jsonl)
+
+
+@with_decoding_options("greedy")
+def reconstruct(
+    run,
+    decoding,
+    seed: int,
+    jsonl: bool,
+    file: Annotated[Path, typer.Argument(help="Documents, one per line ('-' for stdin).")],
+) -> None:
+    """Encode each line of FILE and decode its posterior mean (greedy by default); one output line per input."""
+    _needs_latent(run, "reconstruct from")
+    lines = _read_lines(file)
+    outputs = run.reconstruct(lines, seed=seed, decoding=decoding)
+    emit([{"input": a, "reconstruction": b} for a, b in zip(lines, outputs)], "reconstruction", jsonl)
+
+
+@with_decoding_options("greedy")
+def interpolate(
+    run,
+    decoding,
+    seed: int,
+    jsonl: bool,
+    first: Annotated[str, typer.Argument(help="Text A (or @FILE).")],
+    second: Annotated[str, typer.Argument(help="Text B (or @FILE).")],
+    steps: Annotated[int, typer.Option("--steps", help="Points from A to B, both ends included.")] = 8,
+    slerp: Annotated[bool, typer.Option("--slerp", help="Spherical instead of linear interpolation.")] = False,
+) -> None:
+    """Decode points on the path between the posterior means of A and B (greedy by default)."""
+    _needs_latent(run, "interpolate in")
+    if steps < 2:
+        raise TextVAEError(f"--steps {steps}: needs at least 2 (both ends)")
+    path = run.interpolate(read_text_argument(first), read_text_argument(second), steps, slerp, seed, decoding)
+    records = [{"t": t, "text": text} for t, text in path]
+    if jsonl:
+        emit(records, "text", jsonl=True)
+    else:
+        for record in records:
+            typer.echo(f"{record['t']:.2f}\t{record['text']}")
+
+
+def _read_lines(file: Path) -> list[str]:
+    """Non-empty lines of FILE (or stdin for '-'); a clear error for unreadable or empty input."""
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise TextVAEError(f"{file}: cannot read ({err})") from err
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise TextVAEError(f"{file}: no documents (the file is empty)")
+    return lines

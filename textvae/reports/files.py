@@ -1,0 +1,29 @@
+"""Files written beside the report: where each figure goes, and writing a file atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from textvae.reports.figures import ReportFigures
+from textvae.reports.runs import POSTERIOR_PLOT, slug
+
+
+def figure_files(figs: ReportFigures, out: Path) -> dict[str, tuple[Path, bytes]]:
+    """Where each figure goes beside the report `out`: key -> (path, PNG bytes)."""
+    files = {"curves": (out.with_name(f"{out.stem}_curves.png"), figs.curves)} if figs.curves else {}
+    for kind, pngs in (("latent", figs.latent), ("posterior", figs.posterior)):
+        suffix = "latent_usage.png" if kind == "latent" else POSTERIOR_PLOT
+        for name, png in pngs.items():
+            files[f"{kind}:{name}"] = (out.with_name(f"{out.stem}_{slug(name)}_{suffix}"), png)
+    return files
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a temporary file beside `path`, then rename it into place: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,98 @@
+"""Text generated for the report by a run's model through textvae.api: samples, reconstructions, interpolation."""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textvae.errors import TextVAEError
+
+SAMPLING = {True: "z ~ p(z), ancestral sampling", False: "ancestral sampling from the language model"}
+
+
+@dataclass
+class GenerationOptions:
+    """What `generate` asks each run's model for (0 turns a part off)."""
+
+    samples: int = 5
+    reconstructions: int = 3
+    interpolation_steps: int = 6
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class Generations:
+    """Text decoded from a run's model at report time, and notes on what could not be made."""
+
+    samples: list[str] = field(default_factory=list)
+    reconstructions: list[tuple[str, str]] = field(default_factory=list)  # (document, decode)
+    interpolation: list[tuple[float, str]] = field(default_factory=list)
+    source: str | None = None  # the file the documents came from
+    latent: bool = True  # False: a language model's samples, no z
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # signs of posterior collapse
+
+
+def first_documents(path: Path, n: int, labeled: bool = False) -> list[str]:
+    """The first `n` non-blank documents of a corpus file (gzipped or not; `label<TAB>text` when labeled)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    documents: list[str] = []
+    with opener(path, "rt", encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            text = line.split("\t", 1)[-1] if labeled else line
+            if text.strip():
+                documents.append(text.strip())
+            if len(documents) >= n:
+                break
+    return documents
+
+
+def generate(directory: Path, options: GenerationOptions) -> Generations:
+    """Prior samples, reconstructions of the first test (else validation) documents and an interpolation
+    between the first two, decoded from the run's best model; what cannot be made becomes a note."""
+    from textvae.api import load_run
+
+    out = Generations()
+    try:
+        run = load_run(directory, options.device)
+    except (TextVAEError, OSError) as err:
+        out.notes.append(f"model not loaded, no generated text: {err}")
+        return out
+    if options.samples:
+        out.samples = run.sample(options.samples, seed=options.seed, strategy="sample")
+    wanted = max(options.reconstructions, 2 if options.interpolation_steps else 0)
+    if not wanted:
+        return out
+    out.latent = run.model.has_latent
+    if not run.model.has_latent:
+        out.notes.append("a language model has no latent space: prior samples only")
+        return out
+    data = run.recipe.data
+    split, file = ("test", data.test) if data.test else ("valid", data.valid)
+    path = Path(file)
+    if not path.is_file():
+        out.notes.append(
+            f"{split} file {file} not found from {Path.cwd()} (data paths are relative to the directory the "
+            "run was trained from): no reconstructions or interpolation"
+        )
+        return out
+    documents = first_documents(path, wanted, labeled=data.format == "labeled")
+    out.source = f"{split} file {file}"
+    if options.reconstructions:
+        texts = documents[: options.reconstructions]
+        out.reconstructions = list(zip(texts, run.reconstruct(texts, seed=options.seed, strategy="greedy")))
+    if options.interpolation_steps and len(documents) >= 2:
+        out.interpolation = run.interpolate(
+            documents[0], documents[1], steps=options.interpolation_steps, strategy="greedy"
+        )
+    elif options.interpolation_steps:
+        out.notes.append(f"{file} has fewer than 2 documents: no interpolation")
+    for what, texts in (
+        ("reconstruction", [r for _, r in out.reconstructions]),
+        ("interpolation point", [t for _, t in out.interpolation]),
+    ):
+        if len(texts) > 1 and len(set(texts)) == 1:
+            out.warnings.append(f"every {what} decodes to the same text: the decoder ignores z (posterior collapse)")
+    return out
