@@ -373,3 +373,20 @@ def test_pretrained_directories_choose_the_attention_kernel(pretrained, tokenize
     else:
         assert model.decoder.model.config._attn_implementation == "eager"
         assert_rule_trains_both_networks(build_update(ctx), model)
+
+
+def test_beam_search_runs_on_the_hugging_face_decoder(tokenizer, pretrained):
+    from textvae.generation.decoding import DecodingConfig, decode
+
+    model = hf_vae(tokenizer.vocab_size, decoder=str(pretrained["gpt2"])).eval()
+    z = torch.randn(3, LATENT)
+    greedy = decode(model.decoder, z, DecodingConfig(strategy="greedy", max_length=6))
+    assert decode(model.decoder, z, DecodingConfig(strategy="beam", beam_size=1, max_length=6)) == greedy
+    beams = decode(model.decoder, z, DecodingConfig(strategy="beam", beam_size=3, length_penalty=0.0, max_length=6))
+    with torch.no_grad():
+        scores = [
+            model.decoder.log_prob(collate([(0, ids)]).tokens, z[i : i + 1, None]).item()
+            for rows in (greedy, beams)
+            for i, ids in enumerate(rows)
+        ]
+    assert all(b >= g - 1e-4 for g, b in zip(scores[:3], scores[3:]))  # never worse than greedy here

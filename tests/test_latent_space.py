@@ -169,3 +169,11 @@ def test_language_model_runs_sample_but_not_encode(run):
     assert len(lm.sample(3, max_length=4)) == 3
     with pytest.raises(TypeError, match="language model"):
         lm.reconstruct(["a b"])
+
+
+def test_a_run_records_its_environment(run):
+    import json
+
+    env = json.loads((run.directory / "environment.json").read_text())
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+    assert env["python"].count(".") == 2 and env["cpu_count"] >= 1 and env["started_utc"].endswith("+00:00")
