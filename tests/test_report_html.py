@@ -378,3 +378,15 @@ def test_cli_report_on_a_trained_run_with_generation(tiny_run: Path, tmp_path: P
     assert "<h4>Samples</h4>" in text and "<h4>Reconstructions</h4>" in text and "<h4>Interpolation</h4>" in text
     assert "started_utc" in text  # environment.json written by textvae train
     assert "| run | NLL | KL | MI | AU | PPL | recon BLEU | evaluation |" in (tmp_path / "report.md").read_text()
+
+
+def test_sample_quality_columns_appear_only_when_measured(tmp_path: Path):
+    plain = fake_run(tmp_path / "plain", "yahoo-mini-vanilla")
+    sampled = fake_run(tmp_path / "sampled", "yahoo-mini-anneal")
+    metrics = json.loads((sampled / "eval.json").read_text())
+    (sampled / "eval.json").write_text(json.dumps({**metrics, "sample_distinct_1": 0.25, "sample_unigram_kl": 0.75}))
+    _, markdown = write_html_report([plain, sampled], tmp_path / "report.html")
+    text = markdown.read_text()
+    assert "| sample_unigram_kl | 0.75 |" in text  # the sampled run's own metrics table
+    only_plain = write_html_report([plain], tmp_path / "plain.html")[1].read_text()
+    assert "sample_distinct_1" not in only_plain and "sample_unigram_kl" not in only_plain

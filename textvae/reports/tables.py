@@ -11,6 +11,15 @@ from textvae.reports.runs import RunSummary
 
 METRIC_COLUMNS = ("iw_nll", "elbo_nll", "rec", "kl", "mi", "au", "iw_ppl", "ppl", "recon_bleu")
 SVI_COLUMNS = ("iw_nll_svi",)  # shown when some run was evaluated with test-time SVI
+SAMPLE_COLUMNS = (  # shown when some run was evaluated with `textvae eval --text-samples`
+    "sample_distinct_1",
+    "sample_distinct_2",
+    "sample_self_bleu",
+    "sample_unigram_kl",
+    "sample_mean_length",
+    "data_mean_length",
+)
+OPTIONAL_COLUMNS = SVI_COLUMNS + SAMPLE_COLUMNS
 # He et al. Table 1 columns: (header, eval.json key, PublishedResult field or None)
 COMPARISON_COLUMNS = (
     ("NLL", "iw_nll", "nll"),
@@ -99,7 +108,7 @@ def run_metrics_table(summary: RunSummary) -> Table | None:
     header = ["metric", "this run", *(f"{match.short_label}: {row.model}" for row, match in published)]
     rows = [
         [key, _cell(run_value(summary, key)), *(_published_cell(row, key) for row, _ in published)]
-        for key in METRIC_COLUMNS + SVI_COLUMNS
+        for key in METRIC_COLUMNS + OPTIONAL_COLUMNS
         if key in metrics
     ]
     notes = [f"this run: {evaluation_description(metrics)}"]
@@ -108,6 +117,6 @@ def run_metrics_table(summary: RunSummary) -> Table | None:
 
 
 def metrics_table(rows: dict[str, dict]) -> Table:
-    """Every metric of eval.json, one row per run (the SVI column where some run has it)."""
-    columns = METRIC_COLUMNS + tuple(c for c in SVI_COLUMNS if any(c in m for m in rows.values()))
+    """Every metric of eval.json, one row per run (SVI and sample-quality columns where some run has them)."""
+    columns = METRIC_COLUMNS + tuple(c for c in OPTIONAL_COLUMNS if any(c in m for m in rows.values()))
     return Table(["run", *columns], [[name, *(_cell(m.get(c)) for c in columns)] for name, m in rows.items()])
