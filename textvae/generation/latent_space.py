@@ -55,19 +55,23 @@ def tokenize_texts(tokenizer: TextTokenizer, texts: Sequence[str], max_length: i
     return TokenizedSplit([row[:max_length] if max_length else row for row in ids])
 
 
-def encode_texts(
-    model, tokenizer: TextTokenizer, texts: Sequence[str], batch_size: int = 64, max_length: int | None = None
-) -> torch.Tensor:
-    """Posterior means E[z|x] [N, Z] of texts, in order (the point itself for a deterministic encoder)."""
+def posterior_means(model, split: TokenizedSplit, batch_size: int = 64) -> torch.Tensor:
+    """Posterior means E[z|x] [N, Z] of a split's documents, in file order (a deterministic encoder's point)."""
     if not model.has_latent:
         raise TypeError("a language model has no latent space to encode into")
-    split = tokenize_texts(tokenizer, texts, max_length)
     means = torch.empty(len(split), model.latent_dim, device=model_device(model))
     with evaluating(model), torch.inference_mode():
         for batch in make_loader(split, batch_size, shuffle=False):
             batch = batch.to(means.device)
             means[batch.index] = model.encode(batch.tokens, batch.lengths).mean
     return means
+
+
+def encode_texts(
+    model, tokenizer: TextTokenizer, texts: Sequence[str], batch_size: int = 64, max_length: int | None = None
+) -> torch.Tensor:
+    """Posterior means E[z|x] [N, Z] of raw texts, in order."""
+    return posterior_means(model, tokenize_texts(tokenizer, texts, max_length), batch_size)
 
 
 def decode_texts(
@@ -96,7 +100,7 @@ def reconstruct_texts(
 ) -> list[str]:
     """Each text decoded from its posterior mean; at most 2·len + 10 tokens (and cfg.max_length) each."""
     split = tokenize_texts(tokenizer, texts, max_length)
-    z = encode_texts(model, tokenizer, texts, max_length=max_length)
+    z = posterior_means(model, split)
     limits = reconstruction_limit(torch.tensor([len(ids) for ids in split.ids]), cfg.max_length)
     return decode_texts(model, tokenizer, z, cfg, seed, max_lengths=limits)
 
@@ -116,7 +120,7 @@ def interpolate_texts(
 
     Each point may have up to 2·len + 10 tokens of the longer end text (and cfg.max_length)."""
     ends = tokenize_texts(tokenizer, [a, b], max_length)
-    za, zb = encode_texts(model, tokenizer, [a, b], max_length=max_length)
+    za, zb = posterior_means(model, ends)
     path = interpolation_path(za, zb, steps, spherical)
     limit = reconstruction_limit(max(len(ids) for ids in ends.ids), cfg.max_length)
     texts = decode_texts(model, tokenizer, path, cfg, seed, max_lengths=[limit] * steps)
