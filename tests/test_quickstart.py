@@ -24,6 +24,6 @@ def test_quickstart_trains_evaluates_and_reports(tmp_path: Path):
     report = (out / "report.md").read_text()
     assert "| vae-freebits |" in report and (out / "report_curves.png").is_file()
     page = (out / "report.html").read_text()
-    assert page.count("<img src=\"data:image/png;base64,") >= 2 and "Interpolation" in page
+    assert page.count('<img src="data:image/png;base64,') >= 2 and "Interpolation" in page
     again = textvae("quickstart", "-o", out, "--epochs", "1")
     assert again.returncode != 0 and "--overwrite" in again.stderr
