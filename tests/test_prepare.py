@@ -7,9 +7,11 @@ import gzip
 import hashlib
 import io
 import json
+import struct
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -288,3 +290,43 @@ def test_real_tinystories_sample(tmp_path: Path) -> None:
     counts = {name: len((out / name).read_text().splitlines()) for name in SPLIT_FILES}
     assert counts == {"train.txt": 2008, "valid.txt": 154, "test.txt": 154}  # 2,316 complete stories
     assert manifest(out)["inputs"]["tinystories_sample.txt"]["verified"] is True
+
+
+# --- the image datasets on the real data, where ../shared/data exists ---------------------------
+
+
+def _images(path: Path) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as arrays:
+        return arrays["images"]
+
+
+@pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="no ../shared/data/mnist")
+def test_real_mnist(tmp_path: Path) -> None:
+    out = prepare_dataset("mnist", tmp_path / "mnist", source=SHARED / "mnist")
+    m = manifest(out)
+    assert [m["outputs"][f"{s}.npz"]["images"] for s in ("train", "valid", "test")] == [55_000, 5_000, 10_000]
+    assert m["inputs"]["mnist_uint8.npz"]["verified"]
+    full_train = np.concatenate([_images(out / "train.npz"), _images(out / "valid.npz")])
+    assert full_train.shape == (60_000, 28, 28) and round(float(full_train.mean()), 6) == 33.318421  # SOURCE.md
+    assert round(float(_images(out / "test.npz").mean()), 6) == 33.791224
+
+
+@pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="no ../shared/data/mnist")
+def test_real_mnist_npz_holds_the_official_idx_arrays() -> None:
+    """IDX files written from mnist_uint8.npz have the official files' sha256s: the download gives the same arrays."""
+    with np.load(SHARED / "mnist" / "mnist_uint8.npz", allow_pickle=False) as arrays:
+        for key, name in prepare.MNIST_IDX.items():
+            array = arrays[key]
+            idx = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+            assert f"sha256:{sha256(idx + array.tobytes())}" == prepare.KNOWN_DIGESTS[f"mnist/{name}"]
+
+
+@pytest.mark.skipif(not (SHARED / "omniglot").is_dir(), reason="no ../shared/data/omniglot")
+def test_real_omniglot_from_lake_images(tmp_path: Path) -> None:
+    out = prepare_dataset("omniglot", tmp_path / "omniglot", source=SHARED / "omniglot")
+    m = manifest(out)
+    assert [m["outputs"][f"{s}.npz"]["images"] for s in ("train", "valid", "test")] == [23_000, 1_345, 8_115]
+    assert all(record["shape"] == [28, 28] for record in m["outputs"].values())
+    assert all(record["verified"] for record in m["inputs"].values()) and "NOT Burda" in m["warnings"][0]
+    test = _images(out / "test.npz")
+    assert test.dtype == np.uint8 and test.max() == 255 and 0 < test.mean() < 64  # ink is the minority, 255

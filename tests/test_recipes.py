@@ -30,6 +30,11 @@ METHOD_KEYS = {"base", "name", "description", "objective", "model"}
 UPDATE_METHOD_KEYS = {"base", "name", "description", "update", "train"}
 
 
+# issue 6: the image counterparts, He et al.'s OMNIGLOT setup and its CPU-scaled variants
+IMAGE_DATASETS = ("omniglot", "mnist", "omniglot-cpu", "mnist-cpu")
+IMAGE_METHODS = METHODS + ("wae-mmd", "wae-mmd-stochastic", "bernoulli")
+
+
 def recipe_files() -> list[Path]:
     return sorted(p for p in RECIPES.rglob("*.yaml") if p.name != "_base.yaml")
 
@@ -43,6 +48,8 @@ def test_every_dataset_has_a_base_and_every_method():
         assert (RECIPES / dataset / "_base.yaml").is_file(), dataset
         for method in METHODS:
             assert (RECIPES / dataset / f"{method}.yaml").is_file(), f"{dataset}/{method}"
+    for dataset in IMAGE_DATASETS:
+        assert {p.stem for p in (RECIPES / dataset).glob("*.yaml")} == {"_base", *IMAGE_METHODS}, dataset
     for dataset in WAE_DATASETS:
         for method in WAE_METHODS + TRANSFORMER_METHODS:
             assert (RECIPES / dataset / f"{method}.yaml").is_file(), f"{dataset}/{method}"
@@ -57,9 +64,9 @@ def test_recipe_loads_and_validates(path: Path):
     assert loaded.name == f"{dataset}-{path.stem}"
     assert loaded.description.strip() and "\n" not in loaded.description.strip()
     # data paths are relative to the repository root and point at `textvae data prepare NAME`'s output
-    assert loaded.data.train == f"data/{dataset}/train.txt"
-    assert loaded.data.valid == f"data/{dataset}/valid.txt"
-    assert loaded.data.test == f"data/{dataset}/test.txt"
+    folder, suffix = (dataset.removesuffix("-cpu"), "npz") if dataset in IMAGE_DATASETS else (dataset, "txt")
+    for split in ("train", "valid", "test"):
+        assert getattr(loaded.data, split) == f"data/{folder}/{split}.{suffix}"
 
 
 @pytest.mark.parametrize("path", recipe_files(), ids=lambda p: str(p.relative_to(RECIPES)))
@@ -80,7 +87,9 @@ def test_method_file_inherits_the_dataset_base(path: Path):
     if path.stem in OBJECTIVE_METHODS:
         assert raw["base"] == "_base.yaml"
         if "model" in raw:
-            assert raw["model"] == {"type": "lstm_lm"}
+            assert raw["model"] == {"type": "pixelcnn_lm" if path.parent.name in IMAGE_DATASETS else "lstm_lm"}
+    elif path.stem == "bernoulli":
+        assert raw["model"] == {"type": "bernoulli_vae"}
     elif "model" in raw and setup is None:  # WAE-style files change the posterior or prior only
         assert set(raw["model"]) <= {"posterior", "prior", "word_dropout", "bow_head", "mean_batchnorm"}
 
@@ -270,3 +279,32 @@ def test_prior_files():
     assert recipe("ptb", "wae-mmd-mog").model.prior.type == "mog"
     vamp = recipe("ptb", "vamp").model.prior
     assert (vamp.type, vamp.components) == ("vamp", 50)
+
+
+@pytest.mark.parametrize("dataset", ("omniglot", "mnist"))
+def test_image_recipes_carry_he_et_al_omniglot_values(dataset: str):
+    """config_omniglot.py and image.py / image_sa.py of jxhe/vae-lagging-encoder."""
+    for method in IMAGE_METHODS:
+        r = recipe(dataset, method)
+        image = r.model.image
+        assert (r.model.latent_dim, image.encoder_channels, image.pixelcnn_channels) == (32, [64, 64, 64], 32)
+        assert image.pixelcnn_kernels == [9, 9, 9, 7, 7, 7, 5, 5, 5, 3, 3, 3]
+        assert (r.data.batch_size, r.data.train_binarization, r.train.epochs) == (50, "dynamic", 1000)
+        assert (r.optim.type, r.optim.lr, r.optim.clip) == ("adam", 0.001, 5.0)
+        decay = r.train.lr_decay
+        assert (decay.factor, decay.patience, decay.start_epoch, decay.max_decays) == (0.5, 20, 0, 5)
+        assert (r.eval.iw_samples, r.eval.mi_batch_size) == (500, 50)
+    assert recipe(dataset, "lm").model.type == "pixelcnn_lm"
+    assert recipe(dataset, "vanilla").model.type == "pixelcnn_vae"
+    aggressive = recipe(dataset, "aggressive").update
+    assert (aggressive.max_inner_steps, aggressive.check_every, aggressive.switch_off_patience) == (100, 10, 5)
+    svi = recipe(dataset, "savae-anneal").update.svi
+    assert (svi.steps, svi.momentum, svi.lr) == (10, 0.5, pytest.approx(1 / 50))
+    assert recipe(dataset, "anneal").objective.kl_schedule.start == 0.1
+
+
+@pytest.mark.parametrize("dataset", ("omniglot-cpu", "mnist-cpu"))
+def test_cpu_scaled_image_recipes_share_one_scaled_model(dataset: str):
+    models = {recipe(dataset, m).model.model_dump_json(exclude={"type", "posterior"}) for m in IMAGE_METHODS}
+    assert len(models) == 1  # every method trains the same networks (the decoder type aside)
+    assert recipe(dataset, "vanilla").train.device == "cpu"

@@ -6,20 +6,21 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from textvae.config import Recipe, SVIConfig, build_recipe, load_recipe_dict, save_recipe
-from textvae.data.batching import TokenizedSplit
-from textvae.data.text import prepare_corpus
+from textvae.config import ImageDataConfig, Recipe, SVIConfig, build_recipe, load_recipe_dict, save_recipe
+from textvae.data.images import ImageSplit
+from textvae.data.splits import Split, evaluation_split, training_splits
 from textvae.data.tokenizers import TextTokenizer, load_tokenizer
 from textvae.environment import describe_environment
 from textvae.errors import TextVAEError
 from textvae.evaluation import evaluate
-from textvae.generation import latent_space
+from textvae.generation import images, latent_space
 from textvae.generation.decoding import DecodingConfig
+from textvae.models.images import PIXEL_VALUES
 from textvae.models.model import LatentVariableModel, build_model, load_model
 from textvae.training.trainer import Trainer, TrainerCallback, seed_everything
 
@@ -42,14 +43,48 @@ class Run:
     directory: Path
     recipe: Recipe
     model: LatentVariableModel
-    tokenizer: TextTokenizer
+    tokenizer: TextTokenizer | None  # None for an image model
+
+    @property
+    def is_image_model(self) -> bool:
+        return self.tokenizer is None
+
+    def split(self, name: str = "test", limit: int | None = None) -> Split:
+        """A split of the run's data as evaluation reads it (the run's tokenizer; images binarised once)."""
+        return evaluation_split(self.recipe, self.tokenizer, name, limit)
 
     def decoding(self, cfg: DecodingConfig | None = None, **options) -> DecodingConfig:
         """A DecodingConfig from `cfg` or keyword fields, with this run's default max_length."""
         if cfg is not None:
             return replace(cfg, **options)
-        options.setdefault("max_length", self.recipe.data.max_length or DEFAULT_MAX_LENGTH)
+        options.setdefault("max_length", getattr(self.recipe.data, "max_length", None) or DEFAULT_MAX_LENGTH)
         return DecodingConfig(**options)
+
+    # -- image models: tensors [N, C, H, W] in [0, 1]; `image_grid` / `save_grid` turn them into pictures
+
+    def sample_images(self, n: int = 64, seed: int = 0) -> torch.Tensor:
+        """n images from z ~ p(z) (PixelCNN decoders draw pixel by pixel; Bernoulli decoders give means)."""
+        return images.sample_images(self.model, n, seed)
+
+    def reconstruct_images(self, indices: list[int], split: str = "test", seed: int = 0) -> torch.Tensor:
+        """The split's images `indices`, each followed by its decode from E[z|x]: [2·len(indices), C, H, W]."""
+        return images.reconstruct_images(self.model, self._image_split(split, indices), indices, seed)
+
+    def interpolate_images(
+        self, a: int, b: int, steps: int = 8, slerp: bool = False, split: str = "test", seed: int = 0
+    ) -> torch.Tensor:
+        """Image a, `steps` decodes along the path from E[z|a] to E[z|b], image b: [steps + 2, C, H, W]."""
+        data = self._image_split(split, [a, b])
+        return images.interpolate_images(self.model, data, [(a, b)], steps, slerp, seed)
+
+    def _image_split(self, name: str, indices: list[int]) -> ImageSplit:
+        if not self.is_image_model:
+            raise TextVAEError(f"{self.directory}: a text model; use sample / reconstruct / interpolate")
+        data = self.split(name)
+        bad = [i for i in indices if not 0 <= i < len(data)]
+        if bad:
+            raise TextVAEError(f"image index {bad[0]}: the {name} split has images 0..{len(data) - 1}")
+        return data
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         """Posterior means E[z|x] [N, Z] of raw texts (tokenized and truncated as the training data)."""
@@ -117,25 +152,17 @@ def train(
     run_dir = Path(run_dir)
     check_device(recipe.train.device)
     claim_run_dir(run_dir, overwrite)
-    splits, tokenizer, stats = prepare_corpus(recipe.data, splits=("train", "valid"))
+    train_split, valid_split, tokenizer, stats = training_splits(recipe)
     if overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_recipe(recipe, run_dir / RECIPE_FILE)
-    (run_dir / "data_stats.json").write_text(json.dumps({k: asdict(v) for k, v in stats.items()}, indent=1))
+    (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=1))
     (run_dir / ENVIRONMENT_FILE).write_text(json.dumps(describe_environment(recipe.train.device), indent=1))
     seed_everything(recipe.train.seed)
-    model = build_model(recipe.model, tokenizer.vocab_size)
+    model = build_model(recipe.model, PIXEL_VALUES if tokenizer is None else tokenizer.vocab_size)
     logger.info("model: %s, %d parameters", recipe.model.type, sum(p.numel() for p in model.parameters()))
-    trainer = Trainer(
-        recipe,
-        model,
-        tokenizer,
-        TokenizedSplit.from_dataset(splits["train"]),
-        TokenizedSplit.from_dataset(splits["valid"]),
-        run_dir,
-        callbacks,
-    )
+    trainer = Trainer(recipe, model, tokenizer, train_split, valid_split, run_dir, callbacks)
     trainer.fit()
     return Run(run_dir, recipe, model.eval(), tokenizer)
 
@@ -147,6 +174,8 @@ def load_run(run_dir: Path, device: str = "cpu") -> Run:
         raise TextVAEError(f"{run_dir}: not a textvae run directory ({RECIPE_FILE} missing)")
     recipe = build_recipe(load_recipe_dict(run_dir / RECIPE_FILE), str(run_dir / RECIPE_FILE))
     model = load_model(run_dir / "model", check_device(device))
+    if isinstance(recipe.data, ImageDataConfig):
+        return Run(run_dir, recipe, model, None)
     tokenizer = load_tokenizer(run_dir / "model")
     if tokenizer.vocab_size != model.config.vocab_size:
         raise TextVAEError(
@@ -175,10 +204,7 @@ def evaluate_run(
         cfg = cfg.model_copy(update={"svi": run.recipe.update.svi})
     if svi_steps is not None:
         cfg = cfg.model_copy(update={"svi": (cfg.svi or SVIConfig()).model_copy(update={"steps": svi_steps})})
-    if getattr(run.recipe.data, split) is None:
-        raise TextVAEError(f"data.{split}: the recipe names no {split} file")
-    splits, _, _ = prepare_corpus(run.recipe.data, run.tokenizer, splits=(split,))
-    data = TokenizedSplit.from_dataset(splits[split], limit=cfg.limit)
+    data = evaluation_split(run.recipe, run.tokenizer, split, cfg.limit)
     metrics = evaluate(run.model, data, run.recipe.data.eval_batch_size, cfg, tokenizer=run.tokenizer)
     metrics.update(
         {

@@ -6,7 +6,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from textvae.errors import TextVAEError
 
@@ -41,6 +50,32 @@ class DataConfig(Section):
     bucket: bool = True  # length-bucketed batches
     cache_dir: str | None = None
     limit_train: int | None = Field(None, gt=0)  # first N training documents (quick experiments)
+
+
+class ImageDataConfig(Section):
+    """Binary images (MNIST, OMNIGLOT) prepared as .npz files with an `images` uint8 array (255 = ink)."""
+
+    format: Literal["images"]
+    train: str
+    valid: str
+    test: str | None = None
+    # training images: drawn afresh each batch, x ~ Bernoulli(pixel/255) (Burda et al.), binarised once with
+    # `binarization_seed`, or grey; validation and test images are always binarised once with the seed
+    train_binarization: Literal["dynamic", "fixed", "none"] = "dynamic"
+    binarization_seed: int = 0
+    batch_size: int = Field(50, gt=0)
+    eval_batch_size: int = Field(50, gt=0)
+    limit_train: int | None = Field(None, gt=0)  # first N training images (quick experiments)
+
+
+def _data_format(value: Any) -> str:
+    fmt = value.get("format") if isinstance(value, dict) else getattr(value, "format", None)
+    return "images" if fmt == "images" else "text"
+
+
+AnyDataConfig = Annotated[
+    Annotated[DataConfig, Tag("text")] | Annotated[ImageDataConfig, Tag("images")], Discriminator(_data_format)
+]
 
 
 class PriorConfig(Section):
@@ -94,12 +129,48 @@ class HuggingFaceConfig(Section):
         return self
 
 
-MODEL_TYPES = ("lstm_vae", "lstm_lm", "transformer_vae", "transformer_lm", "hf_vae")
-LANGUAGE_MODELS = ("lstm_lm", "transformer_lm")
+class ImageModelConfig(Section):
+    """ResNet encoder and Bernoulli or gated PixelCNN decoder (He et al. 2019's OMNIGLOT setting)."""
+
+    image_shape: tuple[int, int, int] = (1, 28, 28)  # channels, height, width
+    encoder_channels: list[int] = Field([64, 64, 64], min_length=1)  # one residual stage (stride 2) per entry
+    pixelcnn_channels: int = Field(32, gt=0)
+    pixelcnn_kernels: list[int] = Field([9, 9, 9, 7, 7, 7, 5, 5, 5, 3, 3, 3], min_length=1)  # one gated layer each
+    bernoulli_hidden: list[int] = Field([512, 512], min_length=1)  # the factorized decoder's MLP
+
+    @field_validator("pixelcnn_kernels")
+    @classmethod
+    def _odd_kernels(cls, kernels: list[int]) -> list[int]:
+        if any(k < 1 or k % 2 == 0 for k in kernels):
+            raise ValueError(f"kernel sizes must be odd and positive (got {kernels})")
+        return kernels
+
+
+MODEL_TYPES = (
+    "lstm_vae",
+    "lstm_lm",
+    "transformer_vae",
+    "transformer_lm",
+    "hf_vae",
+    "pixelcnn_vae",
+    "pixelcnn_lm",
+    "bernoulli_vae",
+)
+LANGUAGE_MODELS = ("lstm_lm", "transformer_lm", "pixelcnn_lm")  # no latent variable (`pixelcnn_lm`: over pixels)
+IMAGE_MODELS = ("pixelcnn_vae", "pixelcnn_lm", "bernoulli_vae")
 
 
 class ModelConfig(Section):
-    type: Literal["lstm_vae", "lstm_lm", "transformer_vae", "transformer_lm", "hf_vae"] = "lstm_vae"
+    type: Literal[
+        "lstm_vae",
+        "lstm_lm",
+        "transformer_vae",
+        "transformer_lm",
+        "hf_vae",
+        "pixelcnn_vae",
+        "pixelcnn_lm",
+        "bernoulli_vae",
+    ] = "lstm_vae"
     latent_dim: int = Field(32, gt=0)
     posterior: Literal["gaussian", "deterministic"] = "gaussian"  # deterministic: WAE encoders
     prior: PriorConfig = PriorConfig()
@@ -126,6 +197,7 @@ class ModelConfig(Section):
     # how z reaches a transformer decoder: added to every token embedding, as one extra key/value memory
     # slot in every layer (Optimus), or both
     latent_injection: Literal["embedding", "memory", "both"] = "both"
+    image: ImageModelConfig = ImageModelConfig()  # pixelcnn_vae, pixelcnn_lm, bernoulli_vae
 
     @property
     def encoder_pooling(self) -> str:
@@ -251,6 +323,9 @@ class AggressiveUpdateConfig(Section):
     max_inner_steps: int = Field(100, gt=0)  # encoder-only steps per decoder step, at most
     check_every: int = Field(15, gt=0)  # stop the inner loop when the loss over this many steps stops falling
     switch_off: Literal["mi", "never"] = "mi"  # "mi": off for good when validation MI stops increasing
+    # "mi": epochs whose validation MI is below the best so far before switching off, counted over the run
+    # (He et al.'s text.py: 1, the first decrease; image.py: 5)
+    switch_off_patience: int = Field(1, ge=1)
     encoder_lr: float | None = Field(None, gt=0)  # defaults to optim.lr (He et al.: both 1.0)
     # inner-loop batches after the first (the outer batch): random runs of similar-length documents
     # (little padding), or documents drawn uniformly at random (padded to the longest of them)
@@ -353,7 +428,7 @@ class EvalConfig(Section):
 class Recipe(Section):
     name: str = "run"
     description: str = ""
-    data: DataConfig
+    data: AnyDataConfig
     model: ModelConfig = ModelConfig()
     objective: ObjectiveConfig = ElboConfig()
     update: UpdateConfig = JointUpdateConfig()
@@ -364,6 +439,14 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _sections_agree(self) -> Recipe:
         model, objective = self.model, self.objective
+        images = isinstance(self.data, ImageDataConfig)
+        if images != (model.type in IMAGE_MODELS):
+            needs = "model.type pixelcnn_vae, pixelcnn_lm or bernoulli_vae" if images else "a text model.type"
+            raise ValueError(f"data.format {'images' if images else 'text'} needs {needs} (got {model.type})")
+        if images and (model.bow_head or model.word_dropout or model.prior.type == "vamp"):
+            raise ValueError("model.bow_head, word_dropout and the vamp prior are for text models")
+        if images and self.train.posterior_mean_plot is not None:
+            raise ValueError("train.posterior_mean_plot integrates over token sequences: text models only")
         if model.type in LANGUAGE_MODELS and objective.type != "elbo":
             raise ValueError(f"objective.type {objective.type} needs a latent variable (model.type is {model.type})")
         if getattr(objective, "bow_weight", 0) > 0 and not model.bow_head:
@@ -396,7 +479,11 @@ class Recipe(Section):
         return self
 
 
-UNION_TAGS = {("update", t) for t in UPDATE_TYPES} | {("objective", t) for t in OBJECTIVE_TYPES}
+UNION_TAGS = (
+    {("update", t) for t in UPDATE_TYPES}
+    | {("objective", t) for t in OBJECTIVE_TYPES}
+    | {("data", t) for t in ("text", "images")}
+)
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

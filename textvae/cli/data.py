@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -18,22 +19,50 @@ _NAMES = ", ".join(available_datasets())
 
 app = typer.Typer(
     help=(
-        "Prepare benchmark datasets into DIR/{train,valid,test}.txt (+ vocab.txt) with a manifest.json "
-        f"of sha256 hashes. Datasets: {_NAMES}."
+        "Prepare benchmark datasets into DIR/{train,valid,test}.txt (+ vocab.txt), or .npz for the image "
+        f"datasets, with a manifest.json of sha256 hashes. Datasets: {_NAMES}."
     ),
     no_args_is_help=True,
 )
 
 
+TEXT_COLUMNS = ("lines", "tokens/line")
+IMAGE_COLUMNS = ("images", "pixels/image", "mean pixel")
+
+
+def _row(record: dict) -> tuple[str, ...]:
+    """The numbers of one output: lines and tokens per line, or images, their size and mean pixel (0-255)."""
+    if "images" in record:
+        shape = record["shape"]
+        return (
+            f"{record['images']:,}",
+            f"{math.prod(shape)} ({'x'.join(map(str, shape))})",
+            f"{record['mean_pixel']:.2f}",
+        )
+    per_line = record["tokens"] / record["lines"] if record["lines"] else 0.0
+    return f"{record['lines']:,}", f"{per_line:.2f}"
+
+
 def summary_table(out_dir: Path) -> Table:
-    """Files, lines and tokens per line of a prepared dataset, from its manifest."""
+    """Files, lines and tokens per line (or images and pixels per image) of a prepared dataset, from its manifest.
+
+    The manifest's warnings (e.g. a substitute for a benchmark) are the table's caption.
+    """
     manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
-    table = Table(title=f"{manifest['dataset']} -> {out_dir}")
-    for column, justify in (("file", "left"), ("lines", "right"), ("tokens/line", "right"), ("from", "left")):
-        table.add_column(column, justify=justify)
+    caption = "\n".join(f"warning: {w}" for w in manifest.get("warnings", [])) or None
+    table = Table(
+        title=f"{manifest['dataset']} -> {out_dir}",
+        caption=caption,
+        caption_style="bold yellow",
+        caption_justify="left",
+    )
+    images = any("images" in record for record in manifest["outputs"].values())
+    table.add_column("file")
+    for column in IMAGE_COLUMNS if images else TEXT_COLUMNS:
+        table.add_column(column, justify="right")
+    table.add_column("from")
     for name, record in manifest["outputs"].items():
-        per_line = record["tokens"] / record["lines"] if record["lines"] else 0.0
-        table.add_row(name, f"{record['lines']:,}", f"{per_line:.2f}", record["from"])
+        table.add_row(name, *_row(record), record["from"])
     return table
 
 
@@ -44,17 +73,19 @@ def prepare(
         None,
         "--from",
         help="Use a local copy instead of downloading: a folder with the release's files "
-        "(plain or .gz, e.g. ../shared/data/yahoo) or the downloaded archive itself.",
+        "(plain or .gz, e.g. ../shared/data/yahoo or ../shared/data/mnist) or the downloaded archive itself.",
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: data/NAME)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty output folder."),
 ) -> None:
-    """Download (or copy from --from), verify sha256s, write train/valid/test.txt + manifest.json.
+    """Download (or copy from --from), verify sha256s, write train/valid/test.txt (.npz for images) + manifest.json.
 
     yahoo, yelp, synthetic: He et al. 2019's release (Google Drive datasets.tar.gz)
     ptb: Mikolov's simple-examples.tgz
     yahoo-mini: yahoo.valid as 9k train / 1k valid + the real yahoo.test (no Yahoo train split needed)
     synthetic-generated: textvae's own He et al.-style generator, no download
+    mnist: 55k/5k/10k 28x28 grey digits (mnist_uint8.npz or the original IDX files)
+    omniglot: Burda et al.'s chardata.mat if --from has it, else resized from Lake et al.'s images (not the benchmark)
     """
     from textvae.cli.app import setup_logging
 

@@ -117,17 +117,54 @@ def read_text_argument(value: str) -> str:
         raise TextVAEError(f"{path}: cannot read the text ({err})") from err
 
 
+GRID_OPTION = Annotated[
+    Path | None, typer.Option("--grid", help="Image models: the PNG grid to write (required for them).")
+]
+GRID_COLUMNS = 8
+MAX_GRID_IMAGES = 256
+
+
+def _grid_path(run, grid: Path | None) -> Path:
+    if grid is None:
+        raise TextVAEError(f"{run.directory}: an image model writes a picture: give --grid PATH.png")
+    if grid.suffix.lower() != ".png":
+        raise TextVAEError(f"--grid {grid}: the grid is a PNG file (name it *.png)")
+    if not grid.parent.is_dir():
+        raise TextVAEError(f"--grid {grid}: folder {grid.parent} does not exist")
+    return grid
+
+
+def _write_grid(images, path: Path, columns: int) -> None:
+    from textvae.generation.images import save_grid
+
+    typer.echo(f"{len(images)} images -> {save_grid(images, path, columns)}")
+
+
+def _image_index(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise TextVAEError(f"{value!r}: an image model interpolates between test images: give their indices") from None
+
+
 @with_decoding_options("sample")
 def sample(
     run,
     decoding,
     seed: int,
     jsonl: bool,
-    n: Annotated[int, typer.Option("-n", "--n", help="How many texts to draw.")] = 10,
+    n: Annotated[int, typer.Option("-n", "--n", help="How many texts (or images) to draw.")] = 10,
+    grid: GRID_OPTION = None,
 ) -> None:
-    """Decode N texts from prior draws z ~ p(z) (ancestral sampling by default)."""
+    """Decode N texts from prior draws z ~ p(z) (ancestral sampling by default).
+
+    An image model draws N images instead and writes them as one PNG grid to --grid.
+    """
     if n < 1:
         raise TextVAEError(f"-n {n}: must be at least 1")
+    if run.is_image_model:
+        _write_grid(run.sample_images(n, seed), _grid_path(run, grid), min(n, GRID_COLUMNS))
+        return
     texts = run.sample(n, seed=seed, decoding=decoding)
     emit([{"index": i, "text": text} for i, text in enumerate(texts)], "text", jsonl)
 
@@ -138,10 +175,23 @@ def reconstruct(
     decoding,
     seed: int,
     jsonl: bool,
-    file: Annotated[Path, typer.Argument(help="Documents, one per line ('-' for stdin).")],
+    file: Annotated[Path, typer.Argument(help="Documents, one per line ('-' for stdin); image models: an .npz.")],
+    grid: GRID_OPTION = None,
 ) -> None:
-    """Encode each line of FILE and decode its posterior mean (greedy by default); one output line per input."""
+    """Encode each line of FILE and decode its posterior mean (greedy by default); one output line per input.
+
+    An image model reads FILE as an .npz with `images` (uint8, 255 = ink, as `textvae data prepare` writes)
+    and writes each image beside its reconstruction (images binarised with the recipe's seed) to --grid.
+    """
     _needs_latent(run, "reconstruct from")
+    if run.is_image_model:
+        from textvae.data.images import load_image_split
+        from textvae.generation.images import reconstruct_images
+
+        data = load_image_split(file, "fixed", seed=run.recipe.data.binarization_seed, limit=MAX_GRID_IMAGES)
+        images = reconstruct_images(run.model, data, list(range(len(data))), seed)
+        _write_grid(images, _grid_path(run, grid), 2 * min(len(data), GRID_COLUMNS))
+        return
     lines = _read_lines(file)
     outputs = run.reconstruct(lines, seed=seed, decoding=decoding)
     emit([{"input": a, "reconstruction": b} for a, b in zip(lines, outputs)], "reconstruction", jsonl)
@@ -153,15 +203,23 @@ def interpolate(
     decoding,
     seed: int,
     jsonl: bool,
-    first: Annotated[str, typer.Argument(help="Text A (or @FILE).")],
-    second: Annotated[str, typer.Argument(help="Text B (or @FILE).")],
+    first: Annotated[str, typer.Argument(help="Text A (or @FILE); image models: a test-image index.")],
+    second: Annotated[str, typer.Argument(help="Text B (or @FILE); image models: a test-image index.")],
     steps: Annotated[int, typer.Option("--steps", help="Points from A to B, both ends included.")] = 8,
     slerp: Annotated[bool, typer.Option("--slerp", help="Spherical instead of linear interpolation.")] = False,
+    grid: GRID_OPTION = None,
 ) -> None:
-    """Decode points on the path between the posterior means of A and B (greedy by default)."""
+    """Decode points on the path between the posterior means of A and B (greedy by default).
+
+    For an image model A and B are indices of test images; the row (A, the decodes, B) goes to --grid.
+    """
     _needs_latent(run, "interpolate in")
     if steps < 2:
         raise TextVAEError(f"--steps {steps}: needs at least 2 (both ends)")
+    if run.is_image_model:
+        a, b = (_image_index(value) for value in (first, second))
+        _write_grid(run.interpolate_images(a, b, steps, slerp, seed=seed), _grid_path(run, grid), steps + 2)
+        return
     path = run.interpolate(read_text_argument(first), read_text_argument(second), steps, slerp, seed, decoding)
     records = [{"t": t, "text": text} for t, text in path]
     if jsonl:

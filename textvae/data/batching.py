@@ -25,6 +25,11 @@ class TextBatch:
     index: torch.Tensor  # position of each document in its split
 
     @property
+    def data(self) -> torch.Tensor:
+        """What the model reads and scores (ImageBatch.data is the images)."""
+        return self.tokens
+
+    @property
     def inputs(self) -> torch.Tensor:
         return self.tokens[:, :-1]
 
@@ -112,6 +117,8 @@ class TokenizedSplit(torch.utils.data.Dataset):
         ids = split["input_ids"] if limit is None else split.select(range(min(limit, len(split))))["input_ids"]
         return cls(list(ids))
 
+    collate = staticmethod(collate)
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -151,11 +158,11 @@ class RandomBatches:
             indices = self.by_length[start : start + self.batch_size]
         else:
             indices = self.rng.choice(n, self.batch_size, replace=False)
-        return collate([self.split[int(i)] for i in indices])
+        return self.split.collate([self.split[int(i)] for i in indices])
 
 
 def make_loader(
     split: TokenizedSplit, batch_size: int, shuffle: bool, seed: int = 0, bucket: bool = True
 ) -> DataLoader:
     sampler = LengthBucketSampler(split.lengths, batch_size, shuffle=shuffle, seed=seed, bucket=bucket)
-    return DataLoader(split, batch_sampler=sampler, collate_fn=collate)
+    return DataLoader(split, batch_sampler=sampler, collate_fn=split.collate)

@@ -6,6 +6,10 @@ needs, where they originally live (`Remote`: an archive URL and the folder insid
 the rest: finds the inputs (download, local folder, or a local copy of the archive), checks every
 input against `KNOWN_DIGESTS`, writes `train.txt` / `valid.txt` / `test.txt` (+ `vocab.txt`) and
 `manifest.json` into a temporary sibling folder and renames it into place.
+
+Image datasets (`images=True`: MNIST, OMNIGLOT) get each input's verified bytes whole, download single
+files (`Downloads`), may accept another set of input files from a local folder (`preferred`), and
+write `train.npz` / `valid.npz` / `test.npz` (`ImageOutput`, see textvae.data.images).
 """
 
 from __future__ import annotations
@@ -26,10 +30,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from textvae import __version__
 from textvae.data import synthetic
+from textvae.data.images import parse_idx, read_npz, resize_images, save_image_split
 from textvae.errors import TextVAEError
 
 logger = logging.getLogger(__name__)
@@ -47,6 +54,12 @@ HE_ET_AL_REFERENCE = (
 )
 PTB_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
 PTB_REFERENCE = "Mikolov's RNNLM simple-examples (https://www.fit.vutbr.cz/~imikolov/rnnlm/)"
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+MNIST_REFERENCE = "the original MNIST IDX files (LeCun et al.), PyTorch's mirror " + MNIST_URL
+OMNIGLOT_COMMIT = "b0481240b7eb42393285a93ce7d2f266ff10c62b"
+OMNIGLOT_URL = f"https://raw.githubusercontent.com/bitsandscraps/omniglot/{OMNIGLOT_COMMIT}/"
+OMNIGLOT_REFERENCE = f"Lake et al.'s Omniglot as npz, github.com/bitsandscraps/omniglot commit {OMNIGLOT_COMMIT}"
+CHARDATA_URL = "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/chardata.mat"
 
 # Expected digests of the original, uncompressed input files, keyed "family/file name".
 # "sha256:<hex>" or "git-blob:<hex>" (`git hash-object FILE`, where only that is known).
@@ -65,6 +78,16 @@ KNOWN_DIGESTS: dict[str, str] = {
     "synthetic/synthetic_train.txt": "sha256:7625f9fa3c559a54cee18497dbb1adc0b7a95eef254933a9f7634ffa8a0a4954",
     "synthetic/synthetic_test.txt": "sha256:f768b14530ad0179febabd8cce95f75e27f3958ca397e07b83a5379a3e137e1f",
     "tinystories/tinystories_sample.txt": "sha256:5352b299dcb1a32898b2d779b145b5a05f3e1265953fd21c264c9f9f9c9ae33d",
+    "mnist/mnist_uint8.npz": "sha256:06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64",
+    # The official IDX files, uncompressed. These are also the sha256s of IDX files written from the arrays of
+    # mnist_uint8.npz (header + bytes): both sources hold the same arrays.
+    "mnist/train-images-idx3-ubyte": "sha256:ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "mnist/train-labels-idx1-ubyte": "sha256:65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "mnist/t10k-images-idx3-ubyte": "sha256:0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "mnist/t10k-labels-idx1-ubyte": "sha256:ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    "omniglot/images_background.npz": "sha256:8bf84167413cd00beacdce3fe582f780ab538d8dbef043a6d688f2527bbce199",
+    "omniglot/images_evaluation.npz": "sha256:0b84c7ffd94c4841c0040e529c86a82eaaccb986d8eadad5673f7991b7475276",
+    "omniglot/chardata.mat": "git-blob:016a3536ffe5e1d38e42563a18d7a78bfaf643ec",  # yburda/iwae datasets/OMNIGLOT/
 }
 
 TINYSTORIES_EVERY = 15  # every 15th story goes to valid, the next to test
@@ -72,6 +95,19 @@ STORY_SEPARATOR = b"<|endoftext|>"
 YAHOO_MINI_TRAIN = 9_000
 YAHOO_MINI_VALID = 1_000
 DOWNLOAD_TIMEOUT_S = 60
+IMAGE_SIZE = 28
+SPLIT_SEED = 0  # numpy default_rng seed of the held-out validation images
+MNIST_VALID = 5_000
+MNIST_IDX = {  # npz key -> IDX file
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+OMNIGLOT_FILES = ("images_background.npz", "images_evaluation.npz")
+OMNIGLOT_VALID = 1_345
+OMNIGLOT_DRAWERS = 20
+OMNIGLOT_TRAIN_DRAWERS = 15
 
 
 def _git_blob(data: bytes) -> str:
@@ -104,6 +140,14 @@ PTB = Remote(PTB_URL, "simple-examples/data", "simple-examples.tgz", PTB_REFEREN
 
 
 @dataclass(frozen=True)
+class Downloads:
+    """Original downloads of single files: (input name, URL) pairs; a `.gz` download is decompressed."""
+
+    urls: tuple[tuple[str, str], ...]
+    reference: str
+
+
+@dataclass(frozen=True)
 class Output:
     """An output file's lines (each with its original line ending) and where they came from."""
 
@@ -111,7 +155,27 @@ class Output:
     origin: str
 
 
+@dataclass(frozen=True)
+class ImageOutput:
+    """An output .npz split: images uint8 [N, H, W] (255 = ink), labels [N] or None, and where they came from."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    origin: str
+
+
+@dataclass(frozen=True)
+class Built:
+    """A builder's outputs with notes and warnings that depend on the source used (both go to the manifest)."""
+
+    outputs: dict[str, Output | ImageOutput]
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
 Builder = Callable[[dict[str, list[bytes]]], dict[str, Output]]
+ImageBuilder = Callable[[dict[str, bytes]], "dict[str, ImageOutput] | Built"]
+AnyBuilder = TypeVar("AnyBuilder", Builder, ImageBuilder)
 
 
 @dataclass(frozen=True)
@@ -120,12 +184,14 @@ class DatasetSpec:
 
     name: str
     description: str
-    build: Builder
+    build: Builder | ImageBuilder
     family: str = ""
     inputs: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
-    remote: Remote | None = None
+    remote: Remote | Downloads | None = None
     labelled: bool = False
+    images: bool = False  # the builder gets each input's bytes whole and returns ImageOutputs
+    preferred: tuple[tuple[str, ...], ...] = ()  # input sets used instead of `inputs` when a source has one whole
     notes: tuple[str, ...] = ()
     hint: str = ""
 
@@ -133,10 +199,10 @@ class DatasetSpec:
 _REGISTRY: dict[str, DatasetSpec] = {}
 
 
-def register(name: str, description: str, **options: Any) -> Callable[[Builder], Builder]:
+def register(name: str, description: str, **options: Any) -> Callable[[AnyBuilder], AnyBuilder]:
     """Decorator: register `build` as the preparer of dataset `name` (options: DatasetSpec fields)."""
 
-    def decorate(build: Builder) -> Builder:
+    def decorate(build: AnyBuilder) -> AnyBuilder:
         _REGISTRY[name] = DatasetSpec(name=name, description=description, build=build, **options)
         return build
 
@@ -321,15 +387,186 @@ def _synthetic_generated(files: dict[str, list[bytes]]) -> dict[str, Output]:
     )
 
 
+# --- image datasets -----------------------------------------------------------------------------
+
+
+def _hold_out(n: int, k: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (kept, held out) of a seeded random k of n items, both in their original order."""
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(seed).permutation(n)[:k]] = True
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise TextVAEError(message)
+
+
+@register(
+    "mnist",
+    f"MNIST digits, 28x28 grey (for dynamic binarisation): 55k train / {MNIST_VALID // 1000}k valid / 10k test",
+    family="mnist",
+    images=True,
+    inputs=tuple(MNIST_IDX.values()),
+    preferred=(("mnist_uint8.npz",),),
+    remote=Downloads(tuple((name, f"{MNIST_URL}{name}.gz") for name in MNIST_IDX.values()), MNIST_REFERENCE),
+    notes=(
+        f"train.npz = the official training images except the last {MNIST_VALID:,}, valid.npz = those last "
+        f"{MNIST_VALID:,}, test.npz = the official 10,000 test images; pixels as released (0 = background, "
+        "255 = ink), labels = digits",
+        "mnist_uint8.npz (../shared/data/mnist) and the official IDX files hold the same arrays: IDX files "
+        "written from the npz have the official files' sha256s (KNOWN_DIGESTS)",
+    ),
+    hint="pass a folder with mnist_uint8.npz or the four IDX files (plain or .gz)",
+)
+def _mnist(files: dict[str, bytes]) -> dict[str, ImageOutput]:
+    if "mnist_uint8.npz" in files:
+        image, label = ("uint8", (3,)), ("int", (1,))
+        expected = {"x_train": image, "y_train": label, "x_test": image, "y_test": label}
+        arrays = read_npz(files["mnist_uint8.npz"], expected, where="mnist_uint8.npz")
+        names = {key: f"mnist_uint8.npz {key}" for key in MNIST_IDX}
+    else:
+        arrays = {key: parse_idx(files[name], name) for key, name in MNIST_IDX.items()}
+        names = MNIST_IDX
+    x_train, y_train, x_test, y_test = (arrays[key] for key in MNIST_IDX)
+    for x, y in ((x_train, y_train), (x_test, y_test)):
+        _check(x.ndim == 3 and y.ndim == 1 and len(x) == len(y), f"mnist: images {x.shape} and labels {y.shape}")
+    _check(len(x_train) > MNIST_VALID, f"mnist: {len(x_train)} training images, needs more than {MNIST_VALID:,}")
+    n = len(x_train) - MNIST_VALID
+    return {
+        "train.npz": ImageOutput(x_train[:n], y_train[:n], f"{names['x_train']} images 1-{n:,}"),
+        "valid.npz": ImageOutput(x_train[n:], y_train[n:], f"{names['x_train']} images {n + 1:,}-{len(x_train):,}"),
+        "test.npz": ImageOutput(x_test, y_test, names["x_test"]),
+    }
+
+
+OMNIGLOT_VALID_NOTE = (
+    f"valid.npz = {OMNIGLOT_VALID:,} training images drawn with numpy default_rng({SPLIT_SEED}), train.npz = the "
+    "others, both in source order (He et al. 2019 hold out a validation set of the training data; we hold out "
+    "1,345, the size Tomczak & Welling's vae_vampprior uses, which takes the last 1,345 instead)"
+)
+LAKE_WARNING = (
+    "this is NOT Burda et al.'s 28x28 OMNIGLOT benchmark (chardata.mat): the images are resized from Lake et al.'s "
+    "105x105 originals and split by drawer, so likelihoods are not comparable with published OMNIGLOT numbers; "
+    f"for the benchmark pass --from a folder holding chardata.mat ({CHARDATA_URL})"
+)
+
+
+def _omniglot_splits(
+    pool: np.ndarray, pool_labels: np.ndarray | None, pool_name: str, test: ImageOutput
+) -> dict[str, ImageOutput]:
+    """train / valid (a seeded random OMNIGLOT_VALID of the training pool) / test outputs."""
+    _check(len(pool) > OMNIGLOT_VALID, f"omniglot: {len(pool)} training images, needs more than {OMNIGLOT_VALID:,}")
+    keep, valid = _hold_out(len(pool), OMNIGLOT_VALID)
+    train_valid = {
+        f"{split}.npz": ImageOutput(pool[idx], None if pool_labels is None else pool_labels[idx], f"{pool_name}, {how}")
+        for split, idx, how in (("train", keep, f"{len(keep):,} kept"), ("valid", valid, f"{len(valid):,} held out"))
+    }
+    return {**train_valid, "test.npz": test}
+
+
+def _chardata_images(mat: dict[str, Any], key: str) -> np.ndarray:
+    """uint8 [N, 28, 28] from chardata.mat's [784, N] grey columns, each flattened in Fortran order (IWAE)."""
+    data = mat.get(key)
+    pixels = IMAGE_SIZE * IMAGE_SIZE
+    ok = isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[0] == pixels and data.dtype.kind in "fiub"
+    _check(ok, f"chardata.mat: {key!r} must be a [{pixels}, N] array, found {getattr(data, 'shape', None)}")
+    grey = np.asarray(data, dtype=np.float64)
+    _check(bool(np.all((grey >= 0) & (grey <= 1))), f"chardata.mat: {key!r} has values outside [0, 1]")
+    images = grey.T.reshape(-1, IMAGE_SIZE, IMAGE_SIZE).transpose(0, 2, 1)
+    return np.rint(images * 255).astype(np.uint8)
+
+
+def _chardata_labels(mat: dict[str, Any], key: str, n: int) -> np.ndarray | None:
+    """Alphabet of each image (argmax of the one-hot `target` [n_alphabets, N]), where the file has it."""
+    target = mat.get(key)
+    if isinstance(target, np.ndarray) and target.ndim == 2 and target.shape[1] == n:
+        return target.argmax(axis=0)
+    return None
+
+
+def _omniglot_burda(data: bytes) -> Built:
+    try:
+        from scipy.io import loadmat
+        from scipy.io.matlab import MatReadError
+    except ImportError as err:
+        raise TextVAEError("reading chardata.mat needs scipy: pip install scipy") from err
+    try:
+        mat = loadmat(io.BytesIO(data))
+    except (MatReadError, ValueError, OSError, TypeError, NotImplementedError) as err:
+        raise TextVAEError(f"chardata.mat: cannot read it as a MATLAB file ({err})") from err
+    train, test = _chardata_images(mat, "data"), _chardata_images(mat, "testdata")
+    test_output = ImageOutput(test, _chardata_labels(mat, "testtarget", len(test)), "chardata.mat testdata")
+    outputs = _omniglot_splits(train, _chardata_labels(mat, "target", len(train)), "chardata.mat data", test_output)
+    notes = (
+        "Burda et al.'s 28x28 OMNIGLOT (chardata.mat, 24,345 train / 8,070 test): each column of `data` / `testdata` "
+        "is an image flattened in Fortran order (IWAE's reshape_data), so images = "
+        "data.T.reshape(-1, 28, 28).transpose(0, 2, 1); pixels = round(255 x grey)",
+        OMNIGLOT_VALID_NOTE,
+        "labels = alphabet index (argmax of `target` / `testtarget`), absent where the file has no targets",
+    )
+    return Built(outputs, notes)
+
+
+def _lake_characters(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [chars, 20, 28, 28] with 255 = ink, labels [chars, 20]) from one of Lake et al.'s npz files."""
+    arrays = read_npz(data, {"images": ("bool", (4,)), "labels": ("int", (2,))}, where=name)
+    images, labels = arrays["images"], arrays["labels"]
+    ok = images.shape[1] == OMNIGLOT_DRAWERS and labels.shape == images.shape[:2]
+    _check(ok, f"{name}: images {images.shape} and labels {labels.shape}, expected [chars, 20, H, W] and [chars, 20]")
+    out = np.empty((*labels.shape, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    for c, character in enumerate(images):  # True = white background: invert
+        out[c] = resize_images(np.where(character, np.uint8(0), np.uint8(255)), IMAGE_SIZE)
+    return out, labels
+
+
+def _omniglot_lake(files: dict[str, bytes]) -> Built:
+    parts = [_lake_characters(files[name], name) for name in OMNIGLOT_FILES]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([parts[0][1], parts[1][1] + len(parts[0][1])])  # evaluation characters after background
+    d = OMNIGLOT_TRAIN_DRAWERS
+    test = images[:, d:].reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    test_output = ImageOutput(test, labels[:, d:].reshape(-1), f"drawers {d}-{OMNIGLOT_DRAWERS - 1} of every character")
+    pool = images[:, :d].reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    outputs = _omniglot_splits(pool, labels[:, :d].reshape(-1), f"drawers 0-{d - 1} of every character", test_output)
+    notes = (
+        "Lake et al.'s 105x105 binary images (images_background.npz, then images_evaluation.npz), inverted "
+        "(255 = ink) and resized to 28x28 grey by area averaging (PIL Image.resize, Resampling.BOX): each pixel is "
+        "255 x the ink fraction of its 3.75 x 3.75 source area",
+        f"drawers 0-{d - 1} of all characters (drawer k = Lake's file name suffix k+1; character-major order) are the "
+        f"training pool (1,623 x {d} = 24,345, as many as Burda's training set); drawers {d}-{OMNIGLOT_DRAWERS - 1} "
+        "are test.npz (8,115; Burda's has 8,070)",
+        OMNIGLOT_VALID_NOTE,
+        "labels = character index 0-1622 (background characters first)",
+    )
+    return Built(outputs, notes, warnings=(LAKE_WARNING,))
+
+
+@register(
+    "omniglot",
+    "OMNIGLOT 28x28: Burda et al.'s chardata.mat if given (23,000/1,345/8,070), else resized from Lake et al.'s "
+    "originals (23,000/1,345/8,115; NOT the benchmark)",
+    family="omniglot",
+    images=True,
+    inputs=OMNIGLOT_FILES,
+    preferred=(("chardata.mat",),),
+    remote=Downloads(tuple((name, f"{OMNIGLOT_URL}{name}") for name in OMNIGLOT_FILES), OMNIGLOT_REFERENCE),
+    hint=f"Burda et al.'s benchmark file chardata.mat is at {CHARDATA_URL}",
+)
+def _omniglot(files: dict[str, bytes]) -> Built:
+    return _omniglot_burda(files["chardata.mat"]) if "chardata.mat" in files else _omniglot_lake(files)
+
+
 # --- reading and verifying inputs ---------------------------------------------------------------
 
 
 @dataclass
 class Fetched:
-    """Verified input files: their lines and their manifest records."""
+    """Verified input files: their lines (or whole bytes, for image datasets) and their manifest records."""
 
-    location: dict[str, str]
+    location: dict[str, Any]
     lines: dict[str, list[bytes]] = field(default_factory=dict)
+    data: dict[str, bytes] = field(default_factory=dict)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -408,56 +645,78 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TEXTVAE_CACHE", Path.home() / ".cache" / "textvae"))
 
 
-def download(remote: Remote) -> Path:
-    """Download `remote.url` into the cache (streamed to a temp file, then renamed); reuse a cached copy."""
-    target = cache_dir() / "downloads" / remote.archive_name
+def download(url: str, name: str, reference: str) -> Path:
+    """Download `url` into the cache as `name` (streamed to a temp file, then renamed); reuse a cached copy."""
+    target = cache_dir() / "downloads" / name
     if target.is_file():
         logger.info("using the cached download %s", target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     tmp = Path(tmp_name)
-    request = urllib.request.Request(remote.url, headers={"User-Agent": f"textvae/{__version__}"})
-    logger.info("downloading %s", remote.url)
+    request = urllib.request.Request(url, headers={"User-Agent": f"textvae/{__version__}"})
+    logger.info("downloading %s", url)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
             if response.headers.get_content_type() == "text/html":
                 raise TextVAEError(
-                    f"{remote.url} returned a web page, not the archive (quota or a changed link); "
-                    f"download it by hand ({remote.reference}) and pass --from FILE"
+                    f"{url} returned a web page, not the file (quota or a changed link); "
+                    f"download it by hand ({reference}) and pass --from FILE_OR_FOLDER"
                 )
             shutil.copyfileobj(response, out, 1 << 20)
         tmp.replace(target)
         logger.info("downloaded %s (%.1f MB)", target, target.stat().st_size / 1e6)
     except (urllib.error.URLError, OSError) as exc:
         raise TextVAEError(
-            f"could not download {remote.url}: {exc}; download it by hand and pass --from FILE_OR_FOLDER"
+            f"could not download {url}: {exc}; download it by hand and pass --from FILE_OR_FOLDER"
         ) from exc
     finally:
         tmp.unlink(missing_ok=True)
     return target
 
 
+def _folder(spec: DatasetSpec) -> str:
+    """The folder inside the release archive that holds the files ("" when none)."""
+    return spec.remote.folder if isinstance(spec.remote, Remote) else ""
+
+
 def _missing_error(spec: DatasetSpec, missing: list[str], location: str) -> TextVAEError:
-    folder = spec.remote.folder if spec.remote else ""
+    folder = _folder(spec)
     looked = "NAME or NAME.gz" + (f", also under {folder}/" if folder else "")
+    instead = "".join(f"; or instead {' + '.join(names)}" for names in spec.preferred)
     hint = f"; {spec.hint}" if spec.hint else ""
-    return TextVAEError(f"{spec.name}: missing {', '.join(missing)} in {location} (looked for {looked}){hint}")
+    return TextVAEError(f"{spec.name}: missing {', '.join(missing)}{instead} in {location} (looked for {looked}){hint}")
+
+
+def _download_inputs(spec: DatasetSpec) -> tuple[dict[str, tuple[bytes, str]], dict[str, Any]]:
+    """The inputs from the original download(s), and the manifest's record of where they came from."""
+    remote = spec.remote
+    if remote is None:
+        raise TextVAEError(f"{spec.name} has no download location; pass --from DIR")
+    if isinstance(remote, Remote):
+        archive = download(remote.url, remote.archive_name, remote.reference)
+        found = read_archive(archive, (*spec.inputs, *spec.optional), remote.folder)
+        return found, {"kind": "url", "url": remote.url, "reference": remote.reference}
+    found = {}
+    for name, url in remote.urls:
+        path = download(url, f"{spec.family}/{url.rsplit('/', 1)[-1]}", remote.reference)
+        found[name] = (_read_file(path), url)
+    return found, {"kind": "urls", "urls": [url for _, url in remote.urls], "reference": remote.reference}
 
 
 def fetch_inputs(spec: DatasetSpec, source: Path | None) -> Fetched:
-    """Find, read and verify the inputs of `spec` from `source` (folder or archive) or the download."""
+    """Find, read and verify the inputs of `spec` from `source` (folder or archive) or the download.
+
+    A local source holding a whole `preferred` input set is read for that set instead of `inputs`.
+    """
     if not spec.inputs:
         if source is not None:
             raise TextVAEError(f"{spec.name} is generated, it takes no --from source")
         return Fetched(location={"kind": "generated", "generator": "textvae.data.synthetic"})
-    names = (*spec.inputs, *spec.optional)
-    folder = spec.remote.folder if spec.remote else ""
+    names = (*spec.inputs, *spec.optional, *(name for names in spec.preferred for name in names))
+    folder = _folder(spec)
     if source is None:
-        if spec.remote is None:
-            raise TextVAEError(f"{spec.name} has no download location; pass --from DIR")
-        found = read_archive(download(spec.remote), names, folder)
-        location = {"kind": "url", "url": spec.remote.url, "reference": spec.remote.reference}
+        found, location = _download_inputs(spec)
     elif source.is_dir():
         found = read_folder(source, names, folder)
         location = {"kind": "local folder", "path": str(source.resolve())}
@@ -466,14 +725,20 @@ def fetch_inputs(spec: DatasetSpec, source: Path | None) -> Fetched:
         location = {"kind": "local archive", "path": str(source.resolve())}
     else:
         raise TextVAEError(f"{spec.name}: source {source} does not exist")
-    missing = [name for name in spec.inputs if name not in found]
+    chosen = next((s for s in spec.preferred if all(name in found for name in s)), spec.inputs)
+    missing = [name for name in chosen if name not in found]
     if missing:
-        raise _missing_error(spec, missing, location.get("path") or location["url"])
+        raise _missing_error(spec, missing, location.get("path") or location.get("url", "the download"))
     fetched = Fetched(location=location)
     for name, (data, where) in found.items():
+        if name not in chosen and name not in spec.optional:
+            continue
         fetched.records[name] = verify(f"{spec.family}/{name}", data, where)
-        fetched.lines[name] = split_lines(data)
-        fetched.records[name]["lines"] = len(fetched.lines[name])
+        if spec.images:
+            fetched.data[name] = data
+        else:
+            fetched.lines[name] = split_lines(data)
+            fetched.records[name]["lines"] = len(fetched.lines[name])
     return fetched
 
 
@@ -485,8 +750,25 @@ def _tokens(line: bytes, labelled: bool) -> int:
     return len(text.split())
 
 
-def write_output(path: Path, output: Output, labelled: bool) -> dict[str, Any]:
+def write_images(path: Path, output: ImageOutput) -> dict[str, Any]:
+    """Write one .npz split; return its manifest record (images counted, not lines)."""
+    save_image_split(path, output.images, output.labels)
+    data = path.read_bytes()
+    return {
+        "from": output.origin,
+        "sha256": _sha256(data),
+        "bytes": len(data),
+        "images": len(output.images),
+        "shape": list(output.images.shape[1:]),
+        "mean_pixel": round(float(output.images.mean()), 6),
+        "has_labels": output.labels is not None,
+    }
+
+
+def write_output(path: Path, output: Output | ImageOutput, labelled: bool) -> dict[str, Any]:
     """Write one output file; return its manifest record."""
+    if isinstance(output, ImageOutput):
+        return write_images(path, output)
     data = b"".join(output.lines)
     path.write_bytes(data)
     tokens = sum(_tokens(line, labelled) for line in output.lines)
@@ -526,37 +808,50 @@ def _move_into_place(staging: Path, out_dir: Path, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _manifest(spec: DatasetSpec, fetched: Fetched, outputs: dict[str, Any]) -> dict[str, Any]:
-    return {
+IMAGE_FORMAT = (
+    "npz: images uint8 [N, H, W] (0 = background, 255 = ink, grey = 255 x probability of ink), labels int64 [N]"
+)
+
+
+def _manifest(spec: DatasetSpec, fetched: Fetched, outputs: dict[str, Any], built: Built) -> dict[str, Any]:
+    text_format = "label<TAB>text" if spec.labelled else "text"
+    manifest = {
         "dataset": spec.name,
         "description": spec.description,
-        "format": "label<TAB>text" if spec.labelled else "text",
+        "format": IMAGE_FORMAT if spec.images else text_format,
         "source": fetched.location,
         "inputs": fetched.records,
         "outputs": outputs,
-        "notes": list(spec.notes),
+        "notes": [*spec.notes, *built.notes],
         "textvae_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if built.warnings:
+        manifest["warnings"] = list(built.warnings)
+    return manifest
 
 
 def prepare_dataset(name: str, out_dir: Path, source: Path | None = None, overwrite: bool = False) -> Path:
     """Prepare dataset `name` into `out_dir` from `source` (a folder or archive) or its original URL.
 
-    Writes train/valid/test.txt (+ vocab.txt where the release has one) and manifest.json; the
-    folder appears complete or not at all. Raises TextVAEError on any user-facing failure.
+    Writes train/valid/test.txt (+ vocab.txt where the release has one), or train/valid/test.npz for
+    image datasets, and manifest.json; the folder appears complete or not at all. Raises TextVAEError
+    on any user-facing failure.
     """
     spec = get_spec(name)
     out_dir = Path(out_dir)
     _check_target(out_dir, overwrite)
     fetched = fetch_inputs(spec, None if source is None else Path(source))
-    outputs = spec.build(fetched.lines)
+    built = spec.build(fetched.data if spec.images else fetched.lines)  # type: ignore[arg-type]
+    built = built if isinstance(built, Built) else Built(dict(built))
+    for warning in built.warnings:
+        logger.warning("%s: %s", name, warning)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}.tmp"
     staging.mkdir()  # not mkdtemp: the folder keeps the umask's permissions once renamed
     try:
-        records = {fname: write_output(staging / fname, out, spec.labelled) for fname, out in outputs.items()}
-        manifest = json.dumps(_manifest(spec, fetched, records), indent=2) + "\n"
+        records = {fname: write_output(staging / fname, out, spec.labelled) for fname, out in built.outputs.items()}
+        manifest = json.dumps(_manifest(spec, fetched, records, built), indent=2) + "\n"
         (staging / "manifest.json").write_text(manifest, encoding="utf-8")
         _move_into_place(staging, out_dir, overwrite)
     except BaseException:

@@ -38,6 +38,8 @@ def latent_metrics(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfi
 def evaluate(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig, iw: bool = True, tokenizer=None) -> dict:
     """elbo_nll, iw_nll, ppl, iw_ppl, kl, mi, au and the counts behind them, as one flat dict.
 
+    For images (an `ImageSplit`) the NLLs are nats per image, with no PPL, and the counts are n_images, n_pixels.
+
     With `cfg.svi` set (and a latent), also iw_nll_svi and iw_ppl_svi: IW with the SVI-refined posterior.
     With a tokenizer (and `cfg.recon_bleu`), also the reconstruction BLEU of greedy decodes from E[z|x];
     with a tokenizer and `cfg.text_samples` > 0, also the quality of that many prior samples.
@@ -49,6 +51,9 @@ def evaluate(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig, iw:
         if cfg.svi is not None and model.has_latent:
             metrics.update(iw_nll(model, loader, k=cfg.iw_samples, chunk=cfg.iw_chunk, seed=cfg.seed, refine=cfg.svi))
     metrics.update(latent_metrics(model, split, batch_size, cfg))
+    if hasattr(split, "image_shape"):  # NLL in nats per image; a per-pixel "perplexity" is no standard figure
+        metrics = {k: v for k, v in metrics.items() if "ppl" not in k}
+        metrics.update({"n_images": metrics.pop("n_sentences"), "n_pixels": metrics.pop("n_tokens")})
     if tokenizer is not None and cfg.recon_bleu and model.has_latent:
         metrics.update(reconstruction_bleu(model, split, tokenizer, batch_size, max_length=cfg.recon_max_length))
     if tokenizer is not None and cfg.text_samples:

@@ -26,7 +26,7 @@ def encode_split(model, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor 
     means, kl_total = [], 0.0
     for batch in loader:
         batch = batch.to(device)
-        posterior = model.encode(batch.tokens, batch.lengths)
+        posterior = model.encode(batch.data, batch.lengths)
         means.append(posterior.mean.cpu())
         if per_dim:
             kl_total = kl_total + posterior.kl().sum(0).cpu()
@@ -63,7 +63,7 @@ def mutual_information(model, loader: DataLoader, seed: int = 0) -> float:
     with seeded(seed, device):
         for batch in loader:
             batch = batch.to(device)
-            total += batch_mutual_information(model.encode(batch.tokens, batch.lengths)) * len(batch)
+            total += batch_mutual_information(model.encode(batch.data, batch.lengths)) * len(batch)
             n += len(batch)
     return total / n
 

@@ -37,7 +37,7 @@ def elbo_nll(model, loader: DataLoader, n_samples: int = 1, seed: int = 0) -> di
     with seeded(seed, device):
         for batch in loader:
             batch = batch.to(device)
-            out = model(batch.tokens, batch.lengths, n_samples=n_samples)
+            out = model(batch.data, batch.lengths, n_samples=n_samples)
             rec_total -= out.log_likelihood.mean(1).sum().item()
             if out.kl is not None:
                 kl_total += out.kl.sum().item()
@@ -74,20 +74,25 @@ def svi_posterior(model, tokens: torch.Tensor, posterior: DiagonalGaussian, cfg:
     return DiagonalGaussian(refined.mean, refined.logvar)
 
 
+def _rows(lengths: torch.Tensor | None, start: int, n: int) -> torch.Tensor | None:
+    return None if lengths is None else lengths[start : start + n]
+
+
 def iw_log_marginal(
-    model, tokens: torch.Tensor, lengths: torch.Tensor, k: int, chunk: int, refine: SVIConfig | None = None
+    model, tokens: torch.Tensor, lengths: torch.Tensor | None, k: int, chunk: int, refine: SVIConfig | None = None
 ) -> torch.Tensor:
     """log p(x) ≈ logsumexp_i [log p(x|z_i) + log p(z_i) - log q(z_i|x)] - log k, z_i ~ q(z|x); [B].
 
     With `refine`, q is the encoder's posterior refined by `svi_posterior`. Decoder passes hold at most
-    LOGIT_BUDGET logits: documents x samples per pass are chosen to fit.
+    LOGIT_BUDGET floats (`model.pass_floats`: logits of text, activations of image decoders): documents x
+    samples per pass are chosen to fit. `tokens` may be images ([B, C, H, W], `lengths` None).
     """
     if not model.has_latent:
         return model.log_likelihood(tokens, None)[:, 0]
-    rows = rows_within_budget(tokens.shape[1], model.config.vocab_size)
+    rows = max(1, LOGIT_BUDGET // model.pass_floats(tokens))
     if tokens.shape[0] > rows:  # even one sample per document would not fit: split the documents
         parts = [
-            iw_log_marginal(model, tokens[i : i + rows], lengths[i : i + rows], k, chunk, refine)
+            iw_log_marginal(model, tokens[i : i + rows], _rows(lengths, i, rows), k, chunk, refine)
             for i in range(0, tokens.shape[0], rows)
         ]
         return torch.cat(parts)
@@ -118,7 +123,7 @@ def iw_nll(
     with seeded(seed, device):
         for batch in loader:
             batch = batch.to(device)
-            total -= iw_log_marginal(model, batch.tokens, batch.lengths, k, chunk, refine).sum().item()
+            total -= iw_log_marginal(model, batch.data, batch.lengths, k, chunk, refine).sum().item()
             n_docs += len(batch)
             n_tokens += batch.n_predicted
     suffix = "" if refine is None else "_svi"

@@ -164,6 +164,6 @@ def posterior_means(
     with evaluating(model):
         for batch in make_loader(subset, batch_size, shuffle=False):
             rows, batch = batch.index, batch.to(device)
-            approx[rows] = model.encode(batch.tokens, batch.lengths).mean.float().cpu()
-            exact[rows] = model_posterior_mean(model, batch.tokens, grid).cpu()
+            approx[rows] = model.encode(batch.data, batch.lengths).mean.float().cpu()
+            exact[rows] = model_posterior_mean(model, batch.data, grid).cpu()
     return approx, exact

@@ -40,7 +40,7 @@ def reconstructions(
     with evaluating(model), torch.inference_mode():
         for batch in make_loader(split, batch_size, shuffle=False):
             batch = batch.to(device)
-            z = model.encode(batch.tokens, batch.lengths).mean
+            z = model.encode(batch.data, batch.lengths).mean
             limits = reconstruction_limit(batch.lengths, max_length)
             for i, ids in zip(batch.index.tolist(), decode(model.decoder, z, cfg, max_lengths=limits)):
                 decoded[i] = ids

@@ -63,7 +63,7 @@ def posterior_means(model, split: TokenizedSplit, batch_size: int = 64) -> torch
     with evaluating(model), torch.inference_mode():
         for batch in make_loader(split, batch_size, shuffle=False):
             batch = batch.to(means.device)
-            means[batch.index] = model.encode(batch.tokens, batch.lengths).mean
+            means[batch.index] = model.encode(batch.data, batch.lengths).mean
     return means
 
 

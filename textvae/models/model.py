@@ -12,6 +12,7 @@ from transformers.utils import ModelOutput
 from transformers.utils import logging as hf_logging
 
 import textvae.models.huggingface  # noqa: F401  (registers hf_vae)
+import textvae.models.images  # noqa: F401  (registers pixelcnn_vae, pixelcnn_lm, bernoulli_vae)
 import textvae.models.transformer  # noqa: F401  (registers transformer_vae, transformer_lm)
 from textvae.config import ModelConfig
 from textvae.errors import TextVAEError
@@ -138,6 +139,13 @@ class LatentVariableModel(PreTrainedModel):
         samples the reconstruction term used), else over `prior.kl_samples` fresh samples.
         """
         return self.prior.kl(posterior, z)
+
+    def pass_floats(self, x: torch.Tensor) -> int:
+        """Floats one decoder pass holds per (example, z sample) of `x`: the logits of a text decoder, the
+        activations of an image decoder (sizes the batches of importance-weighted evaluation)."""
+        if hasattr(self.decoder, "pass_floats"):
+            return self.decoder.pass_floats(x)
+        return x.shape[1] * self.config.vocab_size
 
     def log_likelihood(self, tokens: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """log p(x|z) per example and sample: z [B, n, Z] -> [B, n]."""

@@ -47,14 +47,14 @@ class ELBO:
 
     def __call__(self, model, batch: TextBatch, step: int) -> ObjectiveOutput:
         if not model.has_latent:
-            rec = -model.log_likelihood(batch.tokens, None).mean(1)  # [B]
+            rec = -model.log_likelihood(batch.data, None).mean(1)  # [B]
             return ObjectiveOutput(rec.mean(), {"rec": rec.sum().item(), "kl": 0.0, "kl_weight": 0.0, "n": len(batch)})
-        return self.loss_from_posterior(model, batch, model.encode(batch.tokens, batch.lengths), step)
+        return self.loss_from_posterior(model, batch, model.encode(batch.data, batch.lengths), step)
 
     def loss_from_posterior(self, model, batch: TextBatch, posterior: DiagonalGaussian, step: int) -> ObjectiveOutput:
         """The batch loss for a given q(z|x) (the encoder's, or one refined by SVI)."""
         z = posterior.rsample(1)
-        rec = -model.log_likelihood(batch.tokens, z).mean(1)  # [B]
+        rec = -model.log_likelihood(batch.data, z).mean(1)  # [B]
         if self.free_bits is not None:  # needs the per-dimension KL to N(0, I) (the recipe checks the prior)
             kl_dims = posterior.kl()  # [B, Z]
             kl, kl_term = kl_dims.sum(-1), kl_dims.mean(0).clamp(min=self.free_bits).sum()
@@ -65,7 +65,7 @@ class ELBO:
         loss = rec.mean() + weight * kl_term
         terms = {"rec": rec.sum().item(), "kl": kl.sum().item(), "kl_weight": weight, "n": len(batch)}
         if self.bow_weight > 0:
-            bow = bag_of_words_nll(model.decoder.bow(z[:, 0]), batch.tokens)
+            bow = bag_of_words_nll(model.decoder.bow(z[:, 0]), batch.data)
             loss = loss + self.bow_weight * bow.mean()
             terms["bow"] = bow.mean().item()  # per document (logged as a mean over steps)
         return ObjectiveOutput(loss, terms)
@@ -76,7 +76,7 @@ class ELBO:
         Free bits are a batch-level clamp and have no per-document meaning, so they are left out here.
         """
         z = posterior.rsample(1)
-        rec = -model.log_likelihood(batch.tokens, z).mean(1)
+        rec = -model.log_likelihood(batch.data, z).mean(1)
         return rec + self.kl_weight(step) * model.kl(posterior, z)
 
 

@@ -39,7 +39,7 @@ class LatentMatchingObjective:
         raise NotImplementedError
 
     def __call__(self, model, batch: TextBatch, step: int) -> ObjectiveOutput:
-        return self.loss_from_posterior(model, batch, model.encode(batch.tokens, batch.lengths), step)
+        return self.loss_from_posterior(model, batch, model.encode(batch.data, batch.lengths), step)
 
     def loss_from_posterior(self, model, batch: TextBatch, posterior: Posterior, step: int) -> ObjectiveOutput:
         """The batch loss for a given q(z|x) (the encoder's, or one refined by SVI)."""
@@ -61,7 +61,7 @@ class LatentMatchingObjective:
     def _document_terms(self, model, batch: TextBatch, posterior: Posterior, z: torch.Tensor):
         """-log p(x|z), KL(q(z|x)||p(z)) (reusing z where it is Monte Carlo) and the weighted penalties, each
         [B]; plus the penalties' unweighted batch means to log."""
-        rec = -model.log_likelihood(batch.tokens, z).mean(1)
+        rec = -model.log_likelihood(batch.data, z).mean(1)
         if not posterior.stochastic:
             zero = torch.zeros_like(rec)
             return rec, zero, zero, {}

@@ -19,6 +19,16 @@ def figure_files(figs: ReportFigures, out: Path) -> dict[str, tuple[Path, bytes]
     return files
 
 
+def grid_files(summaries, out: Path) -> dict[str, tuple[Path, bytes]]:
+    """Where each run's image grids go beside the report `out`: `grid:<run>:<title>` -> (path, PNG bytes)."""
+    files = {}
+    for summary in summaries:
+        for grid in summary.generations.grids if summary.generations else []:
+            path = out.with_name(f"{out.stem}_{slug(summary.name)}_{slug(grid.title).lower()}.png")
+            files[f"grid:{summary.name}:{grid.title}"] = (path, grid.png)
+    return files
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write a temporary file beside `path`, then rename it into place: never a half-written file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

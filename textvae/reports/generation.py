@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,16 @@ class Generations:
     latent: bool = True  # False: a language model's samples, no z
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # signs of posterior collapse
+    grids: list[ImageGrid] = field(default_factory=list)  # an image model's samples, reconstructions, paths
+
+
+@dataclass
+class ImageGrid:
+    """A PNG grid of images made by an image model, with what it shows."""
+
+    title: str
+    png: bytes
+    caption: str
 
 
 def first_documents(path: Path, n: int, labeled: bool = False) -> list[str]:
@@ -60,6 +71,8 @@ def generate(directory: Path, options: GenerationOptions) -> Generations:
     except (TextVAEError, OSError) as err:
         out.notes.append(f"model not loaded, no generated text: {err}")
         return out
+    if run.tokenizer is None:
+        return image_generations(run, options)
     if options.samples:
         out.samples = run.sample(options.samples, seed=options.seed, strategy="sample")
     wanted = max(options.reconstructions, 2 if options.interpolation_steps else 0)
@@ -95,4 +108,49 @@ def generate(directory: Path, options: GenerationOptions) -> Generations:
     ):
         if len(texts) > 1 and len(set(texts)) == 1:
             out.warnings.append(f"every {what} decodes to the same text: the decoder ignores z (posterior collapse)")
+    return out
+
+
+IMAGE_COLUMNS = 8  # images per grid row
+IMAGE_PAIRS = 4  # interpolation rows
+
+
+def _png(images, columns: int) -> bytes:
+    from textvae.generation.images import image_grid
+
+    buffer = io.BytesIO()
+    image_grid(images, columns).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_generations(run, options: GenerationOptions) -> Generations:
+    """Grids of an image model: prior samples, test images beside their reconstructions, interpolations
+    between test images (each pair's row: image a, the decodes along the path, image b)."""
+    from textvae.generation import images
+
+    out = Generations(latent=run.model.has_latent)
+    decoder = "pixel by pixel (PixelCNN)" if run.recipe.model.type.startswith("pixelcnn") else "Bernoulli means"
+    if options.samples:
+        n = IMAGE_COLUMNS * max(1, -(-options.samples // IMAGE_COLUMNS))
+        what = "z ~ p(z), decoded " + decoder if run.model.has_latent else "sampled from the PixelCNN alone"
+        out.grids.append(ImageGrid("Samples", _png(images.sample_images(run.model, n, options.seed), 8), what))
+    if not run.model.has_latent:
+        out.notes.append("no latent variable: samples only")
+        return out
+    try:
+        split = run.split("test" if run.recipe.data.test else "valid")
+    except (TextVAEError, OSError) as err:
+        out.notes.append(f"no test images ({err}): no reconstructions or interpolations")
+        return out
+    out.source = f"test file {run.recipe.data.test or run.recipe.data.valid}"
+    if options.reconstructions:
+        count = IMAGE_COLUMNS * max(1, -(-options.reconstructions // IMAGE_COLUMNS))
+        grid = images.reconstruct_images(run.model, split, list(range(min(count, len(split)))), options.seed)
+        caption = f"odd columns: the first test images; even columns: decoded from E[z|x], {decoder}"
+        out.grids.append(ImageGrid("Reconstructions", _png(grid, 2 * IMAGE_COLUMNS), caption))
+    if options.interpolation_steps and len(split) >= 2 * IMAGE_PAIRS:
+        pairs = [(2 * i, 2 * i + 1) for i in range(IMAGE_PAIRS)]
+        grid = images.interpolate_images(run.model, split, pairs, options.interpolation_steps, seed=options.seed)
+        caption = f"each row: test image a, {options.interpolation_steps} decodes from E[z|a] to E[z|b], image b"
+        out.grids.append(ImageGrid("Interpolations", _png(grid, options.interpolation_steps + 2), caption))
     return out

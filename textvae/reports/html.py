@@ -111,9 +111,10 @@ def _generations_html(gen: Generations) -> str:
             'to E[z|second document] (t = 1)</p><table class="text"><colgroup><col class="t" /><col /></colgroup>'
             f'<thead><tr><th class="num">t</th><th>text</th></tr></thead><tbody>{rows}</tbody></table>'
         )
+    parts += [f"<h4>{escape(g.title)}</h4>{_figure(g.png, g.title, g.caption)}" for g in gen.grids]
     parts += [f'<p class="warn">warning: {escape(text)}</p>' for text in gen.warnings]
     parts += [f'<p class="note">{escape(note)}</p>' for note in gen.notes]
-    return "<h3>Generated text</h3>" + "".join(parts)
+    return f"<h3>Generated {'images' if gen.grids else 'text'}</h3>" + "".join(parts)
 
 
 def _environment_html(summary: RunSummary) -> str:

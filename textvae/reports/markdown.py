@@ -8,7 +8,7 @@ from pathlib import Path
 
 from textvae.reports.descriptions import evaluation_description, generated_at, update_rule_summary
 from textvae.reports.figures import ReportFigures, build_figures
-from textvae.reports.files import figure_files, write_atomic
+from textvae.reports.files import figure_files, grid_files, write_atomic
 from textvae.reports.generation import SAMPLING, Generations
 from textvae.reports.runs import RunSummary, environment_items, read_run
 from textvae.reports.tables import METRIC_NOTE, Table, comparison_table, metrics_table, run_metrics_table
@@ -81,6 +81,9 @@ def _run_markdown(s: RunSummary, files: dict[str, tuple[Path, bytes]]) -> list[s
     if f"latent:{s.name}" in files:
         lines += [f"![latent usage of {s.name}]({files[f'latent:{s.name}'][0].name})", ""]
     if s.generations:
+        for grid in s.generations.grids:
+            path = files[f"grid:{s.name}:{grid.title}"][0]
+            lines += [f"**{grid.title}** ({grid.caption}):", "", f"![{grid.title} of {s.name}]({path.name})", ""]
         lines += _generations_markdown(s.generations)
     return lines
 
@@ -88,7 +91,7 @@ def _run_markdown(s: RunSummary, files: dict[str, tuple[Path, bytes]]) -> list[s
 def write_markdown(summaries: Sequence[RunSummary], figs: ReportFigures, out: Path, title: str) -> Path:
     """Write `out` and its PNG files (`<out stem>_*.png`) beside it, each atomically; returns `out`."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    files = figure_files(figs, out)
+    files = figure_files(figs, out) | grid_files(summaries, out)
     sections = [f"# {title}", "", generated_at(), ""]
     sections += [
         "## Comparison (He et al. 2019, Table 1 style)",

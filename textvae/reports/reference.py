@@ -44,6 +44,7 @@ class Comparability(Enum):
 
     SAME_SETTING = "published, same setting"
     SCALED = "not comparable (CPU-scaled recipe)"
+    OTHER_DATA = "not comparable (the run's data is not the published benchmark)"
     ANCHOR = "published anchor, different setup (not a reproduction)"
 
 
@@ -60,12 +61,14 @@ class ReferenceMatch:
         """A column header's prefix."""
         if self.comparability is Comparability.SCALED:
             return f"full {dataset_name(self.dataset)}, not comparable"
+        if self.comparability is Comparability.OTHER_DATA:
+            return f"{dataset_name(self.dataset)} benchmark, not comparable"
         return "published" if self.comparability is Comparability.SAME_SETTING else "anchor"
 
     @property
     def label(self) -> str:
         """The caption shown over the published column(s)."""
-        if self.comparability is Comparability.SCALED:
+        if self.comparability in (Comparability.SCALED, Comparability.OTHER_DATA):
             return f"published, full {dataset_name(self.dataset)} — {self.comparability.value}"
         return self.comparability.value
 
@@ -144,15 +147,17 @@ DATASET_PREFIXES = (
     ("yahoo", "yahoo", False),
     ("yelp", "yelp", False),
     ("ptb", "ptb", False),
+    ("omniglot-cpu", "omniglot", True),
     ("omniglot", "omniglot", False),
 )
 
 
-def match_reference(recipe_name: str | None) -> list[ReferenceMatch]:
+def match_reference(recipe_name: str | None, other_data: bool = False) -> list[ReferenceMatch]:
     """The published rows a recipe named `<dataset>-<method>` can be shown beside, by comparability.
 
-    Same-setting rows (or, for a CPU-scaled recipe, the full-data rows labelled as not comparable)
-    come first, then anchors from other setups; an empty list when nothing was published for it.
+    Same-setting rows (or, for a CPU-scaled recipe or a run whose data preparation warned that it is not
+    the benchmark (`other_data`), the full-data rows labelled as not comparable) come first, then anchors
+    from other setups; an empty list when nothing was published for it.
     """
     prefix, dataset, scaled = next(
         (entry for entry in DATASET_PREFIXES if recipe_name and recipe_name.startswith(entry[0] + "-")),
@@ -164,7 +169,10 @@ def match_reference(recipe_name: str | None) -> list[ReferenceMatch]:
     matches = []
     rows = SAME_SETTING.get(dataset, {}).get(method)
     if rows:
-        matches.append(ReferenceMatch(rows, Comparability.SCALED if scaled else Comparability.SAME_SETTING, dataset))
+        comparability = Comparability.SCALED if scaled else Comparability.SAME_SETTING
+        if other_data and not scaled:
+            comparability = Comparability.OTHER_DATA
+        matches.append(ReferenceMatch(rows, comparability, dataset))
     anchors = ANCHORS.get(dataset, {}).get(method)
     if anchors and not scaled:
         matches.append(ReferenceMatch(anchors, Comparability.ANCHOR, dataset))

@@ -82,6 +82,12 @@ def read_eval(run_dir: Path) -> dict | None:
     return _read_json(Path(run_dir) / "eval.json")
 
 
+def _data_warnings(directory: Path) -> list[str]:
+    """Warnings `textvae data prepare` gave about the run's data (kept in data_stats.json at training)."""
+    stats = _read_json(directory / "data_stats.json") or {}
+    return list(stats.get("warnings") or [])
+
+
 def read_run(name: str, directory: Path) -> RunSummary:
     """Read a run directory (recipe.yaml required; metrics, eval, environment and plots where present)."""
     directory = Path(directory)
@@ -102,7 +108,7 @@ def read_run(name: str, directory: Path) -> RunSummary:
         environment=_read_json(directory / "environment.json"),
         log=read_metrics_log(directory),
         metrics=read_eval(directory),
-        references=match_reference(recipe.get("name")),
+        references=match_reference(recipe.get("name"), other_data=bool(_data_warnings(directory))),
         posterior_plot=plot.read_bytes() if plot.is_file() else None,
     )
 

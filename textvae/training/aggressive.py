@@ -68,7 +68,8 @@ class AggressiveUpdate(UpdateRule):
         self.decoder_params = [p for p in trainable(ctx.model) if id(p) not in encoder_ids]
         self.encoder_lr_ratio = (ctx.cfg.encoder_lr or ctx.optim.lr) / ctx.optim.lr
         self.aggressive = True
-        self.previous_mi = 0.0  # He et al. start from pre_mi = 0
+        self.best_mi = 0.0  # He et al. start from pre_mi = 0 (text.py), best_mi = 0 (image.py)
+        self.mi_not_improved = 0
         super().__init__(ctx)
 
     def set_lr(self, lr: float) -> None:
@@ -76,16 +77,21 @@ class AggressiveUpdate(UpdateRule):
         self.decoder_optimizer = make_optimizer(self.decoder_params, self.optim_cfg, lr)
 
     def end_epoch(self, metrics: dict) -> dict:
-        """Switch off for good when validation MI did not increase over the previous epoch."""
+        """Switch off for good after `switch_off_patience` epochs (over the whole run) whose validation MI is
+        below the best so far. Patience 1 is text.py's rule: the first epoch whose MI falls below the
+        previous epoch's (MI has not fallen before, so the previous epoch's is the best)."""
         if not self.aggressive or self.cfg.switch_off == "never":
             return {"aggressive": self.aggressive}
         mi = metrics["val_mi"]
-        if mi < self.previous_mi:
-            self.aggressive = False
-            logger.info("aggressive training switched off (validation MI %.4f < %.4f)", mi, self.previous_mi)
-            return {"aggressive": False, "aggressive_switched_off": True}
-        self.previous_mi = mi
-        return {"aggressive": True}
+        if mi >= self.best_mi:
+            self.best_mi = mi
+            return {"aggressive": True}
+        self.mi_not_improved += 1
+        if self.mi_not_improved < self.cfg.switch_off_patience:
+            return {"aggressive": True}
+        self.aggressive = False
+        logger.info("aggressive training switched off (validation MI %.4f < best %.4f)", mi, self.best_mi)
+        return {"aggressive": False, "aggressive_switched_off": True}
 
     def encoder_steps(self, batch: TextBatch, step: int) -> int:
         """The inner loop, from the outer batch then on fresh random ones (as He et al.'s text.py);

@@ -36,7 +36,7 @@ class SemiAmortizedUpdate(UpdateRule):
         self.svi = ctx.cfg.svi
 
     def __call__(self, batch: TextBatch, step: int) -> dict[str, float]:
-        posterior0 = self.model.encode(batch.tokens, batch.lengths)
+        posterior0 = self.model.encode(batch.data, batch.lengths)
 
         def svi_loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
             return self.objective.example_losses(self.model, batch, DiagonalGaussian(mean, logvar), step)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from textvae.config import Recipe
-from textvae.data.batching import RandomBatches, TokenizedSplit, make_loader
+from textvae.data.batching import RandomBatches, make_loader
+from textvae.data.splits import Split
 from textvae.data.tokenizers import TextTokenizer
 from textvae.evaluation import latent_metrics
 from textvae.evaluation.likelihood import elbo_nll
@@ -71,7 +72,7 @@ def flush_denormals(device: torch.device) -> Iterator[None]:
         torch.set_flush_denormal(before)
 
 
-def random_training_batches(recipe: Recipe, train: TokenizedSplit) -> RandomBatches:
+def random_training_batches(recipe: Recipe, train: Split) -> RandomBatches:
     """Fresh random training batches for update rules with inner loops (`update.inner_batches`)."""
     similar = getattr(recipe.update, "inner_batches", "similar_length") == "similar_length"
     return RandomBatches(train, recipe.data.batch_size, recipe.train.seed, similar)
@@ -101,9 +102,9 @@ class Trainer:
         self,
         recipe: Recipe,
         model,
-        tokenizer: TextTokenizer,
-        train: TokenizedSplit,
-        valid: TokenizedSplit,
+        tokenizer: TextTokenizer | None,
+        train: Split,
+        valid: Split,
         run_dir: Path,
         callbacks: list[TrainerCallback] | None = None,
     ) -> None:
@@ -116,7 +117,11 @@ class Trainer:
         self.callbacks = callbacks or []
         self.device = torch.device(recipe.train.device)
         self.loader = make_loader(
-            train, recipe.data.batch_size, shuffle=True, seed=recipe.train.seed, bucket=recipe.data.bucket
+            train,
+            recipe.data.batch_size,
+            shuffle=True,
+            seed=recipe.train.seed,
+            bucket=getattr(recipe.data, "bucket", False),
         )
         self.valid_loader = make_loader(valid, recipe.data.eval_batch_size, shuffle=False)
         self.steps_per_epoch = len(self.loader)
