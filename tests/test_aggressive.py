@@ -92,6 +92,14 @@ def test_switched_off_for_good_when_validation_mi_stops_increasing():
     assert _changed(encoder_before, rule.encoder_params)  # the joint step trains the encoder too
 
 
+def test_switch_off_patience_counts_epochs_below_the_best_mi_over_the_whole_run():
+    """He et al.'s image.py: off after 5 epochs (not necessarily consecutive) whose MI is below the best."""
+    rule = _rule(max_inner=2, check_every=1, switch_off_patience=3)
+    flags = [rule.end_epoch({"val_mi": mi})["aggressive"] for mi in (0.5, 0.4, 0.6, 0.55, 0.7, 0.65)]
+    assert flags == [True, True, True, True, True, False]  # below the best at 0.4, 0.55 and 0.65
+    assert rule.end_epoch({"val_mi": 2.0}) == {"aggressive": False}
+
+
 def test_negative_first_mi_switches_off_at_once():
     """He et al. start from pre_mi = 0."""
     assert _rule().end_epoch({"val_mi": -0.01})["aggressive"] is False

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
 from textvae.cli.data import app, run_script
-from textvae.data import prepare
+from textvae.data import image_datasets, prepare
 from textvae.data.images import (
     ImageBatch,
     ImageSplit,
@@ -199,8 +199,8 @@ def test_resize_by_area() -> None:
 def mnist_arrays() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(5)
     return {
-        "x_train": rng.integers(0, 256, (prepare.MNIST_VALID + 10, 28, 28), dtype=np.uint8),
-        "y_train": rng.integers(0, 10, prepare.MNIST_VALID + 10).astype(np.uint8),
+        "x_train": rng.integers(0, 256, (image_datasets.MNIST_VALID + 10, 28, 28), dtype=np.uint8),
+        "y_train": rng.integers(0, 10, image_datasets.MNIST_VALID + 10).astype(np.uint8),
         "x_test": rng.integers(0, 256, (7, 28, 28), dtype=np.uint8),
         "y_test": rng.integers(0, 10, 7).astype(np.uint8),
     }
@@ -216,7 +216,7 @@ def write_mnist_npz(folder: Path, arrays: dict[str, np.ndarray], monkeypatch: py
 def write_mnist_idx(folder: Path, arrays: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch) -> Path:
     """The four IDX files, the image files gzipped (as downloaded), the label files plain."""
     folder.mkdir(parents=True, exist_ok=True)
-    for key, name in prepare.MNIST_IDX.items():
+    for key, name in image_datasets.MNIST_IDX.items():
         data = trust("mnist", name, idx_bytes(arrays[key]), monkeypatch)
         if "images" in name:
             (folder / f"{name}.gz").write_bytes(gzip.compress(data))
@@ -241,7 +241,7 @@ def test_mnist_splits_from_npz_and_idx_are_identical(
     idx = prepare_dataset("mnist", tmp_path / "b", source=write_mnist_idx(tmp_path / "idx", mnist_arrays, monkeypatch))
     for split in ("train.npz", "valid.npz", "test.npz"):
         assert (idx / split).read_bytes() == (out / split).read_bytes()
-    assert sorted(manifest(idx)["inputs"]) == sorted(prepare.MNIST_IDX.values())
+    assert sorted(manifest(idx)["inputs"]) == sorted(image_datasets.MNIST_IDX.values())
 
 
 def test_mnist_prefers_the_npz_and_explains_what_is_missing(
@@ -260,11 +260,11 @@ def test_mnist_download_path_with_file_urls(
 ) -> None:
     """The single-file download path end to end on file:// URLs (no network): gz files cached, then read."""
     served = write_mnist_idx(tmp_path / "served", mnist_arrays, monkeypatch)
-    for name in prepare.MNIST_IDX.values():
+    for name in image_datasets.MNIST_IDX.values():
         if not (served / f"{name}.gz").exists():
             (served / f"{name}.gz").write_bytes(gzip.compress((served / name).read_bytes()))
     spec = prepare.get_spec("mnist")
-    urls = tuple((name, (served / f"{name}.gz").as_uri()) for name in prepare.MNIST_IDX.values())
+    urls = tuple((name, (served / f"{name}.gz").as_uri()) for name in image_datasets.MNIST_IDX.values())
     remote = prepare.Downloads(urls, "test")
     monkeypatch.setitem(prepare._REGISTRY, "mnist", dataclasses.replace(spec, remote=remote))
     monkeypatch.setenv("TEXTVAE_CACHE", str(tmp_path / "cache"))
@@ -323,7 +323,7 @@ def lake_file(n_chars: int) -> bytes:
 def lake_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "lake"
     folder.mkdir()
-    for name, n_chars in zip(prepare.OMNIGLOT_FILES, (60, 40)):  # 100 x 15 = 1,500 in the training pool
+    for name, n_chars in zip(image_datasets.OMNIGLOT_FILES, (60, 40)):  # 100 x 15 = 1,500 in the training pool
         (folder / name).write_bytes(trust("omniglot", name, lake_file(n_chars), monkeypatch))
     return folder
 
@@ -372,7 +372,7 @@ def test_omniglot_prefers_burdas_chardata_and_transposes(
     assert np.array_equal(test["images"], np.rint(test_images * 255).astype(np.uint8)) and "labels" not in test
     assert (test["images"][0, 0] == 255).all() and (test["images"][0, 1:] == 0).all()
     train, valid = npz(out / "train.npz"), npz(out / "valid.npz")
-    keep, held = prepare._hold_out(1400, 1345)
+    keep, held = image_datasets._hold_out(1400, 1345)
     assert np.array_equal(valid["images"], np.rint(train_images[held] * 255).astype(np.uint8))
     assert np.array_equal(train["labels"], target.argmax(0)[keep])
     assert sorted([*keep, *held]) == list(range(1400)) and list(held) == sorted(held)

@@ -17,7 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from textvae.cli.data import app, run_script
-from textvae.data import prepare
+from textvae.data import image_datasets, prepare
 from textvae.data.prepare import available_datasets, prepare_dataset
 from textvae.data.synthetic import generate_synthetic, sample_synthetic, synthetic_splits
 from textvae.errors import TextVAEError
@@ -315,7 +315,7 @@ def test_real_mnist(tmp_path: Path) -> None:
 def test_real_mnist_npz_holds_the_official_idx_arrays() -> None:
     """IDX files written from mnist_uint8.npz have the official files' sha256s: the download gives the same arrays."""
     with np.load(SHARED / "mnist" / "mnist_uint8.npz", allow_pickle=False) as arrays:
-        for key, name in prepare.MNIST_IDX.items():
+        for key, name in image_datasets.MNIST_IDX.items():
             array = arrays[key]
             idx = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
             assert f"sha256:{sha256(idx + array.tobytes())}" == prepare.KNOWN_DIGESTS[f"mnist/{name}"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -146,31 +146,16 @@ class ImageModelConfig(Section):
         return kernels
 
 
-MODEL_TYPES = (
-    "lstm_vae",
-    "lstm_lm",
-    "transformer_vae",
-    "transformer_lm",
-    "hf_vae",
-    "pixelcnn_vae",
-    "pixelcnn_lm",
-    "bernoulli_vae",
-)
+ModelType = Literal[
+    "lstm_vae", "lstm_lm", "transformer_vae", "transformer_lm", "hf_vae", "pixelcnn_vae", "pixelcnn_lm", "bernoulli_vae"
+]
+MODEL_TYPES = get_args(ModelType)
 LANGUAGE_MODELS = ("lstm_lm", "transformer_lm", "pixelcnn_lm")  # no latent variable (`pixelcnn_lm`: over pixels)
 IMAGE_MODELS = ("pixelcnn_vae", "pixelcnn_lm", "bernoulli_vae")
 
 
 class ModelConfig(Section):
-    type: Literal[
-        "lstm_vae",
-        "lstm_lm",
-        "transformer_vae",
-        "transformer_lm",
-        "hf_vae",
-        "pixelcnn_vae",
-        "pixelcnn_lm",
-        "bernoulli_vae",
-    ] = "lstm_vae"
+    type: ModelType = "lstm_vae"
     latent_dim: int = Field(32, gt=0)
     posterior: Literal["gaussian", "deterministic"] = "gaussian"  # deterministic: WAE encoders
     prior: PriorConfig = PriorConfig()

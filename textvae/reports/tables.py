@@ -88,7 +88,10 @@ def comparison_table(summaries: Sequence[RunSummary]) -> Table:
         ]
         for row, label in published
     ]
-    notes = ["NLL: IW-NLL per document (nats); PPL: from the IW-NLL; recon BLEU: greedy decodes from E[z|x]."]
+    notes = [
+        "NLL: IW-NLL per document (nats; per image for image models); PPL: from the IW-NLL (text only); "
+        "recon BLEU: greedy decodes from E[z|x]."
+    ]
     if published:
         notes.append("Published rows are matched by recipe name; --set overrides of a run are not checked.")
     flags = [False] * len(summaries) + [True] * len(published)
