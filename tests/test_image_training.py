@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -228,9 +229,12 @@ def test_generation_grids_are_reproducible_and_keep_the_originals(trained: Path)
 
 
 def test_report_shows_image_grids(trained: Path, tmp_path: Path):
+    metrics = api.evaluate_run(api.load_run(trained), iw_samples=4)
+    (trained / "eval.json").write_text(json.dumps(metrics))  # what `textvae eval` writes, for the tables
     html, markdown = write_html_report([trained], tmp_path / "report.html", generation=GenerationOptions())
     page = html.read_text()
     assert "Generated images" in page and page.count("<h4>") == 3
+    assert ">NLL<" in page and ">PPL<" not in page and "recon BLEU</th>" not in page  # nats per image
     for title in ("samples", "reconstructions", "interpolations"):
         png = (tmp_path / f"report_vae_{title}.png").read_bytes()
         assert Image.open(io.BytesIO(png)).mode == "L"

@@ -136,6 +136,7 @@ class FakeRun:
         self.recipe = SimpleNamespace(data=data)
         self.model = SimpleNamespace(has_latent=has_latent)
         self.directory = directory
+        self.is_image_model = False
 
     def sample(self, n, seed=0, strategy="sample", **kw):
         assert strategy == "sample"

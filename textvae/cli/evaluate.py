@@ -24,8 +24,11 @@ SAMPLE_COLUMNS = {  # shown with --text-samples: key -> column label
 
 
 def metrics_table(rows: dict[str, dict], title: str = "") -> Table:
-    """One row per run: IW-NLL, ELBO-NLL, KL, PPL, MI, AU (and IW-NLL and PPL with test-time SVI)."""
+    """One row per run: IW-NLL, ELBO-NLL, KL, PPL, MI, AU (and IW-NLL and PPL with test-time SVI); image runs
+    (NLL in nats per image) without PPL and BLEU."""
     keys = TABLE_KEYS + tuple(key for key in SVI_KEYS if any(key in m for m in rows.values()))
+    if all("n_images" in m for m in rows.values()):  # image models: nats per image, no PPL or BLEU
+        keys = tuple(key for key in keys if "ppl" not in key and key != "recon_bleu")
     return _table(rows, keys, title)
 
 

@@ -71,7 +71,7 @@ def generate(directory: Path, options: GenerationOptions) -> Generations:
     except (TextVAEError, OSError) as err:
         out.notes.append(f"model not loaded, no generated text: {err}")
         return out
-    if run.tokenizer is None:
+    if run.is_image_model:
         return image_generations(run, options)
     if options.samples:
         out.samples = run.sample(options.samples, seed=options.seed, strategy="sample")

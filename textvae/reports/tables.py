@@ -30,6 +30,7 @@ COMPARISON_COLUMNS = (
     ("recon BLEU", "recon_bleu", None),
 )
 LATENT_METRICS = ("kl", "mi", "au", "recon_bleu")
+TEXT_ONLY_METRICS = ("iw_ppl", "ppl", "recon_bleu")
 PUBLISHED_FIELD = {key: published for _, key, published in COMPARISON_COLUMNS if published}
 METRIC_NOTE = (
     "`iw_nll`: importance-weighted NLL per document (nats); `elbo_nll`: reconstruction + KL; `rec`: "
@@ -72,18 +73,27 @@ def _published_rows(summaries: Iterable[RunSummary]) -> list[tuple[PublishedResu
     return list(seen)
 
 
+def images_only(metrics: Iterable[dict | None]) -> bool:
+    """Whether every evaluated run is an image model (NLL per image; no PPL or BLEU to show)."""
+    evaluated = [m for m in metrics if m]
+    return bool(evaluated) and all("n_images" in m for m in evaluated)
+
+
 def comparison_table(summaries: Sequence[RunSummary]) -> Table:
     """He et al. Table 1 style: one row per run, then the published rows the runs' recipes matched."""
-    header = ["run", *(title for title, _, _ in COMPARISON_COLUMNS), "evaluation"]
+    columns = COMPARISON_COLUMNS
+    if images_only(s.metrics for s in summaries):
+        columns = tuple(c for c in columns if c[1] not in TEXT_ONLY_METRICS)
+    header = ["run", *(title for title, _, _ in columns), "evaluation"]
     rows = [
-        [s.name, *(_cell(run_value(s, key)) for _, key, _ in COMPARISON_COLUMNS)] + [evaluation_description(s.metrics)]
+        [s.name, *(_cell(run_value(s, key)) for _, key, _ in columns)] + [evaluation_description(s.metrics)]
         for s in summaries
     ]
     published = _published_rows(summaries)
     rows += [
         [
             f"{row.model} · {dataset_name(row.dataset)}",
-            *(_cell(getattr(row, attr)) if attr else "–" for _, _, attr in COMPARISON_COLUMNS),
+            *(_cell(getattr(row, attr)) if attr else "–" for _, _, attr in columns),
             f"{label} [{row.source}]",
         ]
         for row, label in published
@@ -122,4 +132,6 @@ def run_metrics_table(summary: RunSummary) -> Table | None:
 def metrics_table(rows: dict[str, dict]) -> Table:
     """Every metric of eval.json, one row per run (SVI and sample-quality columns where some run has them)."""
     columns = METRIC_COLUMNS + tuple(c for c in OPTIONAL_COLUMNS if any(c in m for m in rows.values()))
+    if images_only(rows.values()):
+        columns = tuple(c for c in columns if c not in TEXT_ONLY_METRICS)
     return Table(["run", *columns], [[name, *(_cell(m.get(c)) for c in columns)] for name, m in rows.items()])
