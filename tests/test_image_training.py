@@ -101,6 +101,7 @@ def test_each_image_model_trains_evaluates_and_reloads(images_root: Path, tmp_pa
     metrics = api.evaluate_run(loaded)
     assert metrics["n_images"] == 40 and metrics["n_pixels"] == 40 * SIZE * SIZE
     assert not [key for key in metrics if "ppl" in key]  # nats per image; no per-pixel "perplexity"
+    assert "ppl" not in (tmp_path / "run" / "metrics.jsonl").read_text()  # nor in the training log
     assert 0 < metrics["iw_nll"] < SIZE * SIZE * math.log(2) * 1.5  # near or below a coin per pixel after 1 epoch
     if model_type == "pixelcnn_lm":
         assert metrics["iw_nll"] == pytest.approx(metrics["elbo_nll"])  # exact likelihood, no latent

@@ -9,14 +9,16 @@ from textvae import __version__
 
 
 def evaluation_description(metrics: dict | None) -> str:
-    """The split, documents and importance samples of an evaluation, in words."""
+    """The split, documents (or images) and importance samples of an evaluation, in words."""
     if not metrics:
         return "not evaluated (no eval.json)"
     parts = [f"{metrics.get('split', '?')} split"]
+    images = "n_images" in metrics
+    unit, count = ("images", metrics["n_images"]) if images else ("documents", metrics.get("n_sentences"))
     if metrics.get("limit"):
-        parts.append(f"first {metrics['limit']} documents")
-    elif metrics.get("n_sentences"):
-        parts.append(f"{metrics['n_sentences']} documents")
+        parts.append(f"first {metrics['limit']} {unit}")
+    elif count:
+        parts.append(f"{count} {unit}")
     if metrics.get("iw_samples"):
         parts.append(f"IW k = {metrics['iw_samples']}")
     return ", ".join(parts)
@@ -44,6 +46,16 @@ def model_summary(model: dict) -> str:
         )
     elif kind == "hf_vae":
         shape = f"Hugging Face encoder/decoder, z via {model.get('latent_injection')}"
+    elif kind in ("pixelcnn_vae", "pixelcnn_lm", "bernoulli_vae"):
+        image = model.get("image", {})
+        decoder = (
+            f"MLP {image.get('bernoulli_hidden')}"
+            if kind == "bernoulli_vae"
+            else f"PixelCNN {len(image.get('pixelcnn_kernels', []))}x{image.get('pixelcnn_channels')} "
+            f"kernels {image.get('pixelcnn_kernels')}"
+        )
+        encoder = "" if kind.endswith("_lm") else f"ResNet {image.get('encoder_channels')}, "
+        shape = f"{encoder}{decoder}, images {image.get('image_shape')}"
     else:
         shape = f"embed {model.get('embed_dim')}, hidden {model.get('hidden_dim')}"
     if kind.endswith("_lm"):

@@ -125,7 +125,7 @@ def _png(images, columns: int) -> bytes:
 
 def image_generations(run, options: GenerationOptions) -> Generations:
     """Grids of an image model: prior samples, test images beside their reconstructions, interpolations
-    between test images (each pair's row: image a, the decodes along the path, image b)."""
+    between test images (the i-th first and i-th last; each row: image a, the decodes along the path, image b)."""
     from textvae.generation import images
 
     out = Generations(latent=run.model.has_latent)
@@ -149,7 +149,7 @@ def image_generations(run, options: GenerationOptions) -> Generations:
         caption = f"odd columns: the first test images; even columns: decoded from E[z|x], {decoder}"
         out.grids.append(ImageGrid("Reconstructions", _png(grid, 2 * IMAGE_COLUMNS), caption))
     if options.interpolation_steps and len(split) >= 2 * IMAGE_PAIRS:
-        pairs = [(2 * i, 2 * i + 1) for i in range(IMAGE_PAIRS)]
+        pairs = [(i, len(split) - 1 - i) for i in range(IMAGE_PAIRS)]  # the ends of the split: other classes
         grid = images.interpolate_images(run.model, split, pairs, options.interpolation_steps, seed=options.seed)
         caption = f"each row: test image a, {options.interpolation_steps} decodes from E[z|a] to E[z|b], image b"
         out.grids.append(ImageGrid("Interpolations", _png(grid, options.interpolation_steps + 2), caption))

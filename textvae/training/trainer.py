@@ -116,6 +116,7 @@ class Trainer:
         self.run_dir = run_dir
         self.callbacks = callbacks or []
         self.device = torch.device(recipe.train.device)
+        self.per_token = not hasattr(train, "image_shape")  # text: PPL is logged; images: NLL per image only
         self.loader = make_loader(
             train,
             recipe.data.batch_size,
@@ -181,8 +182,8 @@ class Trainer:
     def _train_epoch(self) -> dict:
         self.model.train()
         self.loader.batch_sampler.set_epoch(self.state.epoch)
-        window = _Accumulator()
-        epoch = _Accumulator()
+        window = _Accumulator(self.per_token)
+        epoch = _Accumulator(self.per_token)
         started = time.perf_counter()
         for batch in self.loader:
             if self._out_of_steps():
@@ -204,7 +205,7 @@ class Trainer:
                 }
                 record["tokens_per_s"] = window.tokens / max(1e-9, time.perf_counter() - window.started)
                 self.metrics.write(record)
-                window = _Accumulator()
+                window = _Accumulator(self.per_token)
             for cb in self.callbacks:
                 cb.on_step(self.state.step, {**terms, "n_tokens": batch.n_predicted})
         seconds = time.perf_counter() - started
@@ -216,7 +217,8 @@ class Trainer:
 
     def _validate(self) -> dict:
         metrics = elbo_nll(self.model, self.valid_loader, seed=self.recipe.eval.seed)
-        out = {f"val_{k}": metrics[k] for k in ("elbo_nll", "rec", "kl", "ppl", "rec_ppl") if k in metrics}
+        keys = ("elbo_nll", "rec", "kl", "ppl", "rec_ppl") if self.per_token else ("elbo_nll", "rec", "kl")
+        out = {f"val_{k}": metrics[k] for k in keys if k in metrics}
         if (self.recipe.train.val_latent_metrics or self.update.wants_val_mi) and self.model.has_latent:
             latent = latent_metrics(self.model, self.valid_split, self.recipe.data.eval_batch_size, self.recipe.eval)
             out.update({f"val_{k}": latent[k] for k in ("mi", "au") if k in latent})
@@ -293,7 +295,8 @@ class _Accumulator:
 
     PER_DOCUMENT = ("loss", "rec", "kl", "n", "kl_weight")
 
-    def __init__(self) -> None:
+    def __init__(self, per_token: bool = True) -> None:
+        self.per_token = per_token  # False for images: no perplexity over pixels
         self.sums: dict[str, float] = {}
         self.tokens = 0
         self.steps = 0
@@ -314,7 +317,7 @@ class _Accumulator:
             "rec": self.sums.get("rec", 0.0) / n,
             "kl": self.sums.get("kl", 0.0) / n,
             "kl_weight": self.sums.get("kl_weight", 0.0),
-            "ppl": math.exp(min(nll / max(self.tokens, 1), 700.0)),
+            **({"ppl": math.exp(min(nll / max(self.tokens, 1), 700.0))} if self.per_token else {}),
             # rule-specific terms (aggressive inner steps, SVI losses): means per update step
             **{k: v / max(self.steps, 1) for k, v in self.sums.items() if k not in self.PER_DOCUMENT},
         }
