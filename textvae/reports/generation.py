@@ -151,6 +151,9 @@ def image_generations(run, options: GenerationOptions) -> Generations:
     if options.interpolation_steps and len(split) >= 2 * IMAGE_PAIRS:
         pairs = [(i, len(split) - 1 - i) for i in range(IMAGE_PAIRS)]  # the ends of the split: other classes
         grid = images.interpolate_images(run.model, split, pairs, options.interpolation_steps, seed=options.seed)
-        caption = f"each row: test image a, {options.interpolation_steps} decodes from E[z|a] to E[z|b], image b"
+        caption = (
+            f"each row: test image a, {options.interpolation_steps} decodes from E[z|a] to E[z|b], image b; a "
+            "PixelCNN draws every row with the same noise, so what differs between rows comes from z"
+        )
         out.grids.append(ImageGrid("Interpolations", _png(grid, options.interpolation_steps + 2), caption))
     return out
