@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from textvae.data.images import ImageSplit
-from textvae.evaluation.common import model_device
+from textvae.evaluation.common import model_device, seeded
 from textvae.generation.latent_space import interpolation_path
 from textvae.models.base import evaluating
 from textvae.models.pixelcnn import GatedPixelCNN
@@ -36,9 +36,9 @@ def sample_images(model, n: int, seed: int = 0) -> torch.Tensor:
     """n images from z ~ p(z) (or from the PixelCNN alone when the model has no latent)."""
     if not model.has_latent:
         return decode_images(model, None, seed, n=n)
-    torch.manual_seed(seed)
-    with torch.inference_mode():
-        z = model.prior.sample(n, model_device(model))
+    device = model_device(model)
+    with seeded(seed, device), torch.inference_mode():  # the global RNG is left as it was
+        z = model.prior.sample(n, device)
     return decode_images(model, z, seed)
 
 
