@@ -207,7 +207,7 @@ class Trainer:
                 self.metrics.write(record)
                 window = _Accumulator(self.per_token)
             for cb in self.callbacks:
-                cb.on_step(self.state.step, {**terms, "n_tokens": batch.n_predicted})
+                cb.on_step(self.state.step, {**terms, "n_tokens": batch.n_predicted if self.per_token else 0})
         seconds = time.perf_counter() - started
         return {
             **{f"train_{k}": v for k, v in epoch.summary().items()},
