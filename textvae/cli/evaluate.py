@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from textvae.atomic import write_atomic
 from textvae.cli.app import quiet_libraries, setup_logging
 
 TABLE_KEYS = ("iw_nll", "elbo_nll", "rec", "kl", "iw_ppl", "ppl", "mi", "au", "recon_bleu")
@@ -56,9 +57,7 @@ def _fmt(value) -> str:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=1).encode("utf-8"))
 
 
 def evaluate(

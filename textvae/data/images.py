@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import copy
 import io
-import os
-import secrets
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from textvae.atomic import write_atomic
 from textvae.errors import TextVAEError
 
 BINARIZATIONS = ("dynamic", "fixed", "none")
@@ -198,14 +197,9 @@ def save_image_split(path: str | Path, images: np.ndarray, labels: np.ndarray | 
         if len(labels) != len(images):
             raise TextVAEError(f"{path}: {len(labels)} labels for {len(images)} images")
         arrays["labels"] = np.asarray(labels, dtype=np.int64)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return write_atomic(path, buffer.getvalue())
 
 
 def parse_idx(data: bytes, where: str) -> np.ndarray:

@@ -51,9 +51,6 @@ def evaluate(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfig, iw:
         if cfg.svi is not None and model.has_latent:
             metrics.update(iw_nll(model, loader, k=cfg.iw_samples, chunk=cfg.iw_chunk, seed=cfg.seed, refine=cfg.svi))
     metrics.update(latent_metrics(model, split, batch_size, cfg))
-    if hasattr(split, "image_shape"):  # NLL in nats per image; a per-pixel "perplexity" is no standard figure
-        metrics = {k: v for k, v in metrics.items() if "ppl" not in k}
-        metrics.update({"n_images": metrics.pop("n_sentences"), "n_pixels": metrics.pop("n_tokens")})
     if tokenizer is not None and cfg.recon_bleu and model.has_latent:
         metrics.update(reconstruction_bleu(model, split, tokenizer, batch_size, max_length=cfg.recon_max_length))
     if tokenizer is not None and cfg.text_samples:

@@ -1,6 +1,7 @@
 """Likelihood metrics at β = 1: `elbo_nll` (reconstruction + KL) and `iw_nll` (importance-weighted bound).
 
 Both are per-document means in nats; PPL = exp(total NLL / predicted tokens), `</s>` counted, `<s>` not.
+For images (`ImageBatch`es) they are nats per image, with no PPL, counted as n_images / n_pixels.
 `iw_nll` can also sample from the encoder's posterior refined by SVI (Kim et al. 2018): `iw_nll_svi`.
 """
 
@@ -12,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from textvae.config import SVIConfig
+from textvae.data.images import ImageBatch
 from textvae.evaluation.common import model_device, seeded
 from textvae.inference.svi import refine as run_svi
 from textvae.models.posteriors import DiagonalGaussian
@@ -19,8 +21,14 @@ from textvae.models.posteriors import DiagonalGaussian
 LOGIT_BUDGET = 2**26  # logits held at once (floats) when batching samples x documents
 
 
-def _ppl(total_nll: float, n_tokens: int) -> float:
-    return math.exp(min(total_nll / n_tokens, 700.0))
+def _ppl(key: str, total_nll: float, n_tokens: int, images: bool) -> dict[str, float]:
+    """{key: exp(total NLL / predicted tokens)} for text; nothing for images (NLL per image, no per-pixel PPL)."""
+    return {} if images else {key: math.exp(min(total_nll / n_tokens, 700.0))}
+
+
+def _counts(n_docs: int, n_units: int, images: bool) -> dict[str, int]:
+    """How many documents and predicted tokens were evaluated (images and pixels for image data)."""
+    return {"n_images": n_docs, "n_pixels": n_units} if images else {"n_sentences": n_docs, "n_tokens": n_units}
 
 
 @torch.inference_mode()
@@ -43,15 +51,16 @@ def elbo_nll(model, loader: DataLoader, n_samples: int = 1, seed: int = 0) -> di
                 kl_total += out.kl.sum().item()
             n_docs += len(batch)
             n_tokens += batch.n_predicted
-    counts = {"n_sentences": n_docs, "n_tokens": n_tokens}
+    images = isinstance(batch, ImageBatch)
+    counts = _counts(n_docs, n_tokens, images)
     if model.has_latent and not model.stochastic:
-        return {"rec": rec_total / n_docs, "rec_ppl": _ppl(rec_total, n_tokens), **counts}
+        return {"rec": rec_total / n_docs, **_ppl("rec_ppl", rec_total, n_tokens, images), **counts}
     total = rec_total + kl_total
     return {
         "elbo_nll": total / n_docs,
         "rec": rec_total / n_docs,
         "kl": kl_total / n_docs,
-        "ppl": _ppl(total, n_tokens),
+        **_ppl("ppl", total, n_tokens, images),
         **counts,
     }
 
@@ -89,7 +98,7 @@ def iw_log_marginal(
     """
     if not model.has_latent:
         return model.log_likelihood(tokens, None)[:, 0]
-    rows = max(1, LOGIT_BUDGET // model.pass_floats(tokens))
+    rows = rows_within_budget(1, model.pass_floats(tokens))
     if tokens.shape[0] > rows:  # even one sample per document would not fit: split the documents
         parts = [
             iw_log_marginal(model, tokens[i : i + rows], _rows(lengths, i, rows), k, chunk, refine)
@@ -127,4 +136,5 @@ def iw_nll(
             n_docs += len(batch)
             n_tokens += batch.n_predicted
     suffix = "" if refine is None else "_svi"
-    return {f"iw_nll{suffix}": total / n_docs, f"iw_ppl{suffix}": _ppl(total, n_tokens), "iw_samples": k}
+    ppl = _ppl(f"iw_ppl{suffix}", total, n_tokens, isinstance(batch, ImageBatch))
+    return {f"iw_nll{suffix}": total / n_docs, **ppl, "iw_samples": k}

@@ -6,17 +6,18 @@ pixel with a seeded generator, so the same seed gives the same grid.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from textvae.atomic import write_atomic
 from textvae.data.images import ImageSplit
 from textvae.evaluation.common import model_device, seeded
 from textvae.generation.latent_space import interpolation_path
 from textvae.models.base import evaluating
-from textvae.models.pixelcnn import GatedPixelCNN
 
 
 def _generator(model, seed: int) -> torch.Generator:
@@ -27,7 +28,7 @@ def _generator(model, seed: int) -> torch.Generator:
 def decode_images(model, z: torch.Tensor | None, seed: int = 0, n: int | None = None) -> torch.Tensor:
     """Images [N, C, H, W] in [0, 1] from codes z [N, Z] (or n draws of a latent-free PixelCNN)."""
     with evaluating(model):
-        if isinstance(model.decoder, GatedPixelCNN):
+        if model.decoder.autoregressive:
             return model.decoder.sample(z, n=n, generator=_generator(model, seed)).float()
         return model.decoder.mean(z).float()
 
@@ -85,10 +86,13 @@ def image_grid(images: torch.Tensor, columns: int, scale: int = 2, pad: int = 2)
     return picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
 
 
+def grid_png(images: torch.Tensor, columns: int, scale: int = 2) -> bytes:
+    """`image_grid` as PNG bytes."""
+    buffer = io.BytesIO()
+    image_grid(images, columns, scale).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_grid(images: torch.Tensor, path: Path, columns: int, scale: int = 2) -> Path:
     """Write an image grid as PNG (through a temporary file, so a crash leaves no half-written picture)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image_grid(images, columns, scale).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, grid_png(images, columns, scale))

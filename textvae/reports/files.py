@@ -1,8 +1,7 @@
-"""Files written beside the report: where each figure goes, and writing a file atomically."""
+"""Files written beside the report: where each figure and image grid goes."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from textvae.reports.figures import ReportFigures
@@ -27,13 +26,3 @@ def grid_files(summaries, out: Path) -> dict[str, tuple[Path, bytes]]:
             path = out.with_name(f"{out.stem}_{slug(summary.name)}_{slug(grid.title).lower()}.png")
             files[f"grid:{summary.name}:{grid.title}"] = (path, grid.png)
     return files
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a temporary file beside `path`, then rename it into place: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

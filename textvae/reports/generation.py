@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,12 +114,9 @@ IMAGE_COLUMNS = 8  # images per grid row
 IMAGE_PAIRS = 4  # interpolation rows
 
 
-def _png(images, columns: int) -> bytes:
-    from textvae.generation.images import image_grid
-
-    buffer = io.BytesIO()
-    image_grid(images, columns).save(buffer, format="PNG")
-    return buffer.getvalue()
+def _whole_rows(n: int) -> int:
+    """n rounded up to whole grid rows of IMAGE_COLUMNS (at least one)."""
+    return IMAGE_COLUMNS * max(1, -(-n // IMAGE_COLUMNS))
 
 
 def image_generations(run, options: GenerationOptions) -> Generations:
@@ -129,11 +125,11 @@ def image_generations(run, options: GenerationOptions) -> Generations:
     from textvae.generation import images
 
     out = Generations(latent=run.model.has_latent)
-    decoder = "pixel by pixel (PixelCNN)" if run.recipe.model.type.startswith("pixelcnn") else "Bernoulli means"
+    decoder = "pixel by pixel (PixelCNN)" if run.model.decoder.autoregressive else "Bernoulli means"
     if options.samples:
-        n = IMAGE_COLUMNS * max(1, -(-options.samples // IMAGE_COLUMNS))
+        samples = images.sample_images(run.model, _whole_rows(options.samples), options.seed)
         what = "z ~ p(z), decoded " + decoder if run.model.has_latent else "sampled from the PixelCNN alone"
-        out.grids.append(ImageGrid("Samples", _png(images.sample_images(run.model, n, options.seed), 8), what))
+        out.grids.append(ImageGrid("Samples", images.grid_png(samples, IMAGE_COLUMNS), what))
     if not run.model.has_latent:
         out.notes.append("no latent variable: samples only")
         return out
@@ -144,10 +140,10 @@ def image_generations(run, options: GenerationOptions) -> Generations:
         return out
     out.source = f"test file {run.recipe.data.test or run.recipe.data.valid}"
     if options.reconstructions:
-        count = IMAGE_COLUMNS * max(1, -(-options.reconstructions // IMAGE_COLUMNS))
-        grid = images.reconstruct_images(run.model, split, list(range(min(count, len(split)))), options.seed)
+        count = min(_whole_rows(options.reconstructions), len(split))
+        grid = images.reconstruct_images(run.model, split, list(range(count)), options.seed)
         caption = f"odd columns: the first test images; even columns: decoded from E[z|x], {decoder}"
-        out.grids.append(ImageGrid("Reconstructions", _png(grid, 2 * IMAGE_COLUMNS), caption))
+        out.grids.append(ImageGrid("Reconstructions", images.grid_png(grid, 2 * IMAGE_COLUMNS), caption))
     if options.interpolation_steps and len(split) >= 2 * IMAGE_PAIRS:
         pairs = [(i, len(split) - 1 - i) for i in range(IMAGE_PAIRS)]  # the ends of the split: other classes
         grid = images.interpolate_images(run.model, split, pairs, options.interpolation_steps, seed=options.seed)
@@ -155,5 +151,5 @@ def image_generations(run, options: GenerationOptions) -> Generations:
             f"each row: test image a, {options.interpolation_steps} decodes from E[z|a] to E[z|b], image b; a "
             "PixelCNN draws every row with the same noise, so what differs between rows comes from z"
         )
-        out.grids.append(ImageGrid("Interpolations", _png(grid, options.interpolation_steps + 2), caption))
+        out.grids.append(ImageGrid("Interpolations", images.grid_png(grid, options.interpolation_steps + 2), caption))
     return out

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
+from textvae.atomic import write_atomic
 from textvae.errors import TextVAEError
 from textvae.reports.descriptions import generated_at, update_rule_summary
 from textvae.reports.figures import ReportFigures, build_figures
-from textvae.reports.files import write_atomic
 from textvae.reports.generation import SAMPLING, GenerationOptions, Generations, generate
 from textvae.reports.markdown import write_markdown
 from textvae.reports.runs import RunSummary, environment_items, read_run, run_names, slug

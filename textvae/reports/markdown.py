@@ -6,9 +6,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from textvae.atomic import write_atomic
 from textvae.reports.descriptions import evaluation_description, generated_at, update_rule_summary
 from textvae.reports.figures import ReportFigures, build_figures
-from textvae.reports.files import figure_files, grid_files, write_atomic
+from textvae.reports.files import figure_files, grid_files
 from textvae.reports.generation import SAMPLING, Generations
 from textvae.reports.runs import RunSummary, environment_items, read_run
 from textvae.reports.tables import METRIC_NOTE, Table, comparison_table, metrics_table, run_metrics_table

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from textvae.atomic import write_atomic
+
 Snapshot = tuple[str, np.ndarray, np.ndarray]  # label, E_q[z|x] [N, Z], E_p[z|x] [N, Z]
 MIN_LIMIT = 0.5  # axis half-width when every mean is near 0
-
-
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """`write` a temporary file beside `path`, then move it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def plot_posterior_means(snapshots: Sequence[Snapshot], path: Path) -> None:
@@ -49,13 +41,15 @@ def plot_posterior_means(snapshots: Sequence[Snapshot], path: Path) -> None:
     for ax in axes[:, 0]:
         ax.set_ylabel("model posterior mean")
     fig.tight_layout()
-    _write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    write_atomic(path, buffer.getvalue())
 
 
 def save_snapshots_json(snapshots: Sequence[Snapshot], path: Path) -> None:
     """The snapshots as JSON, so that a report can redraw the plot."""
     data = [{"label": label, "approx": approx.tolist(), "exact": exact.tolist()} for label, approx, exact in snapshots]
-    _write_atomically(path, lambda tmp: tmp.write_text(json.dumps({"snapshots": data})))
+    write_atomic(path, json.dumps({"snapshots": data}).encode("utf-8"))
 
 
 def load_snapshots_json(path: Path) -> list[Snapshot]:

@@ -19,6 +19,7 @@ import torch
 
 from textvae.config import Recipe
 from textvae.data.batching import RandomBatches, make_loader
+from textvae.data.images import ImageSplit
 from textvae.data.splits import Split
 from textvae.data.tokenizers import TextTokenizer
 from textvae.evaluation import latent_metrics
@@ -116,7 +117,7 @@ class Trainer:
         self.run_dir = run_dir
         self.callbacks = callbacks or []
         self.device = torch.device(recipe.train.device)
-        self.per_token = not hasattr(train, "image_shape")  # text: PPL is logged; images: NLL per image only
+        self.per_token = not isinstance(train, ImageSplit)  # text: PPL is logged; images: NLL per image only
         self.loader = make_loader(
             train,
             recipe.data.batch_size,
@@ -217,8 +218,7 @@ class Trainer:
 
     def _validate(self) -> dict:
         metrics = elbo_nll(self.model, self.valid_loader, seed=self.recipe.eval.seed)
-        keys = ("elbo_nll", "rec", "kl", "ppl", "rec_ppl") if self.per_token else ("elbo_nll", "rec", "kl")
-        out = {f"val_{k}": metrics[k] for k in keys if k in metrics}
+        out = {f"val_{k}": metrics[k] for k in ("elbo_nll", "rec", "kl", "ppl", "rec_ppl") if k in metrics}
         if (self.recipe.train.val_latent_metrics or self.update.wants_val_mi) and self.model.has_latent:
             latent = latent_metrics(self.model, self.valid_split, self.recipe.data.eval_batch_size, self.recipe.eval)
             out.update({f"val_{k}": latent[k] for k in ("mi", "au") if k in latent})
