@@ -114,6 +114,7 @@ def model_loss():
     torch.manual_seed(0)
     cfg = ModelConfig(latent_dim=3, embed_dim=8, hidden_dim=16, dropout_in=0.3, dropout_out=0.3, init_scale=0.5)
     model = build_model(cfg, 30).double().train()
+    model.decoder.fused_loss = False  # exact Hessian-vector products need double backward: plain logits
     batch = collate(list(enumerate(DOCS)))
     objective = build_objective(ElboConfig(), 10, 1)
 

@@ -22,6 +22,7 @@ from textvae.generation import images, latent_space
 from textvae.generation.decoding import DecodingConfig
 from textvae.models.images import PIXEL_VALUES
 from textvae.models.model import LatentVariableModel, build_model, load_model
+from textvae.training import distributed
 from textvae.training.trainer import Trainer, TrainerCallback, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -148,23 +149,39 @@ def train(
     overwrite: bool = False,
     callbacks: list[TrainerCallback] | None = None,
 ) -> Run:
-    """Train `recipe` into `run_dir` (recipe, tokenizer, model, checkpoints, metrics.jsonl)."""
+    """Train `recipe` into `run_dir` (recipe, tokenizer, model, checkpoints, metrics.jsonl).
+
+    Started by `torchrun --nproc_per_node N`, the N processes train one model data-parallel (see
+    `textvae.training.distributed`); rank 0 alone writes the run directory.
+    """
     run_dir = Path(run_dir)
     check_device(recipe.train.device)
-    claim_run_dir(run_dir, overwrite)
-    train_split, valid_split, tokenizer, stats = training_splits(recipe)
+    with distributed.session(recipe.train.device):
+        distributed.check_batch_size(recipe.data.batch_size)
+        claim_run_dir(run_dir, overwrite)  # checked by every process before rank 0 writes anything
+        with distributed.main_first():  # rank 0 fills the data caches the others then read
+            train_split, valid_split, tokenizer, stats = training_splits(recipe)
+        if distributed.is_main():
+            write_run_dir(run_dir, recipe, stats, overwrite)
+        seed_everything(recipe.train.seed)
+        model = build_model(recipe.model, PIXEL_VALUES if tokenizer is None else tokenizer.vocab_size)
+        logger.info("model: %s, %d parameters", recipe.model.type, sum(p.numel() for p in model.parameters()))
+        trainer = Trainer(recipe, model, tokenizer, train_split, valid_split, run_dir, callbacks)
+        trainer.fit()
+    return Run(run_dir, recipe, model.eval(), tokenizer)
+
+
+def write_run_dir(run_dir: Path, recipe: Recipe, stats: dict, overwrite: bool) -> None:
+    """A fresh run directory with the resolved recipe, the data statistics and the environment."""
     if overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_recipe(recipe, run_dir / RECIPE_FILE)
     (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=1))
-    (run_dir / ENVIRONMENT_FILE).write_text(json.dumps(describe_environment(recipe.train.device), indent=1))
-    seed_everything(recipe.train.seed)
-    model = build_model(recipe.model, PIXEL_VALUES if tokenizer is None else tokenizer.vocab_size)
-    logger.info("model: %s, %d parameters", recipe.model.type, sum(p.numel() for p in model.parameters()))
-    trainer = Trainer(recipe, model, tokenizer, train_split, valid_split, run_dir, callbacks)
-    trainer.fit()
-    return Run(run_dir, recipe, model.eval(), tokenizer)
+    environment = describe_environment(recipe.train.device)
+    if distributed.world_size() > 1:
+        environment["world_size"] = distributed.world_size()
+    (run_dir / ENVIRONMENT_FILE).write_text(json.dumps(environment, indent=1))
 
 
 def load_run(run_dir: Path, device: str = "cpu") -> Run:
@@ -191,6 +208,7 @@ def evaluate_run(
     limit: int | None = None,
     svi_steps: int | None = None,
     text_samples: int | None = None,
+    precision: str | None = None,
 ) -> dict:
     """Run the evaluation protocol on a split of the run's data; returns the eval.json dict.
 
@@ -198,17 +216,20 @@ def evaluate_run(
     settings), for recipes with `eval.svi`, and with `svi_steps` (those settings, or Kim et al.'s defaults).
     `text_samples` N > 0 adds the sample-quality metrics of N prior samples (`sample_*`).
     """
-    overrides = {"iw_samples": iw_samples, "limit": limit, "text_samples": text_samples}
+    overrides = {"iw_samples": iw_samples, "limit": limit, "text_samples": text_samples, "precision": precision}
     cfg = run.recipe.eval.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     if cfg.svi is None and run.recipe.update.type == "savae":  # SA-VAE: test-time SVI as in training
         cfg = cfg.model_copy(update={"svi": run.recipe.update.svi})
     if svi_steps is not None:
         cfg = cfg.model_copy(update={"svi": (cfg.svi or SVIConfig()).model_copy(update={"steps": svi_steps})})
     data = evaluation_split(run.recipe, run.tokenizer, split, cfg.limit)
-    metrics = evaluate(run.model, data, run.recipe.data.eval_batch_size, cfg, tokenizer=run.tokenizer)
+    metrics = evaluate(
+        run.model.set_precision(cfg.precision), data, run.recipe.data.eval_batch_size, cfg, tokenizer=run.tokenizer
+    )
     metrics.update(
         {
             "split": split,
+            "precision": cfg.precision,
             "limit": cfg.limit,
             "model_type": run.recipe.model.type,
             "latent_dim": run.model.latent_dim,

@@ -75,6 +75,9 @@ def evaluate(
         "--text-samples",
         help="Also score N prior samples: distinct-1/2, self-BLEU, unigram KL to the split, mean lengths.",
     ),
+    precision: str | None = typer.Option(
+        None, "--precision", help="fp32 or bf16 (autocast; ~3x faster IW-NLL on AMX CPUs). Default: eval.precision."
+    ),
 ) -> None:
     """Evaluate a trained run at β = 1: IW-NLL (k samples), ELBO-NLL, PPL of each, KL, MI, AU.
 
@@ -98,8 +101,10 @@ def evaluate(
         raise TextVAEError("--svi-steps: must be at least 1")
     if text_samples is not None and text_samples < 2:
         raise TextVAEError("--text-samples: must be at least 2")
+    if precision not in (None, "fp32", "bf16"):
+        raise TextVAEError(f"--precision {precision!r}: expected fp32 or bf16")
     run = load_run(run_dir, device)
-    metrics = evaluate_run(run, split, iw_samples, limit, svi_steps, text_samples)
+    metrics = evaluate_run(run, split, iw_samples, limit, svi_steps, text_samples, precision)
     console, rows = Console(), {run_dir.name: metrics}
     console.print(metrics_table(rows, title=f"{run_dir} · {split} · k={metrics.get('iw_samples', '-')}"))
     samples = sample_table(rows, title=f"{metrics.get('sample_count')} prior samples vs the {split} split")

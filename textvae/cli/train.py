@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
@@ -21,6 +22,8 @@ def train(
 ) -> None:
     """Train a model from a recipe into a new run directory.
 
+    Data-parallel on N processes (CPU or one GPU each): `torchrun --nproc_per_node N -m textvae train ...`.
+
     The run directory receives the resolved recipe (recipe.yaml), the tokenizer and best model
     (model/), the last checkpoint (checkpoints/last/), metrics.jsonl (one JSON line per logged step
     and per epoch) and data_stats.json. Then run `textvae eval RUN_DIR`.
@@ -30,12 +33,17 @@ def train(
     from textvae.api import train as run_training
     from textvae.cli.progress import RichProgress
     from textvae.config import load_recipe
+    from textvae.training.distributed import is_main
 
+    main = is_main()  # under torchrun only rank 0 logs, shows progress and reports
+    if not main:
+        logging.getLogger().setLevel(logging.WARNING)
     extra = [f"train.device={device}"] if device else []
     cfg = load_recipe(recipe, [*overrides, *extra])
     progress = RichProgress()
     try:
-        run_training(cfg, out, overwrite=overwrite, callbacks=[progress])
+        run_training(cfg, out, overwrite=overwrite, callbacks=[progress] if main else [])
     finally:
         progress.close()
-    typer.echo(f"trained: {out}  (next: textvae eval {out})")
+    if main:
+        typer.echo(f"trained: {out}  (next: textvae eval {out})")

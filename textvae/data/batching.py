@@ -1,9 +1,12 @@
-"""Length-bucketed batches of token ids with <s>/</s> added and padding masks."""
+"""Length-bucketed batches of token ids with <s>/</s> added and padding masks; a prefetching iterator."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,15 +77,27 @@ class LengthBucketSampler(Sampler[list[int]]):
     """Batches of similar lengths: sort by length (random tie-break), cut, shuffle the batch order.
 
     With `shuffle=False` the order is deterministic (sorted by length), for evaluation.
-    Call `set_epoch` to reshuffle reproducibly.
+    Call `set_epoch` to reshuffle reproducibly. With `multiple_of` k (data-parallel processes) a last
+    batch's size is cut to a multiple of k (dropped when under k), so each process gets an equal share.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0, bucket: bool = True):
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        bucket: bool = True,
+        multiple_of: int = 1,
+    ):
+        if batch_size % multiple_of:
+            raise ValueError(f"batch size {batch_size} is not a multiple of {multiple_of}")
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.bucket = bucket
+        self.multiple_of = multiple_of
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -97,17 +112,21 @@ class LengthBucketSampler(Sampler[list[int]]):
         batches = [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
+        k = self.multiple_of
+        return batches if k == 1 else [b[: len(b) - len(b) % k] for b in batches if len(b) >= k]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
 
     def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        full, last = divmod(len(self.lengths), self.batch_size)
+        return full + int(last >= self.multiple_of)
 
 
 class TokenizedSplit(torch.utils.data.Dataset):
     """In-memory (index, ids) pairs of a tokenized split."""
+
+    random_collate = False  # collating draws no random numbers (ImageSplit's dynamic binarisation does)
 
     def __init__(self, ids: list[list[int]]) -> None:
         self.ids = ids
@@ -140,11 +159,17 @@ class RandomBatches:
 
     `similar_lengths=True` takes `batch_size` consecutive documents of the length-sorted split from a
     random start (random documents, little padding); `False` draws documents uniformly (He et al.).
+    The size is cut to a multiple of `multiple_of` (data-parallel processes) when the split is smaller.
     """
 
-    def __init__(self, split: TokenizedSplit, batch_size: int, seed: int, similar_lengths: bool = True) -> None:
+    def __init__(
+        self, split: TokenizedSplit, batch_size: int, seed: int, similar_lengths: bool = True, multiple_of: int = 1
+    ) -> None:
+        size = min(batch_size, len(split))
+        if size < multiple_of:
+            raise ValueError(f"{len(split)} documents cannot be shared by {multiple_of} processes")
         self.split = split
-        self.batch_size = min(batch_size, len(split))
+        self.batch_size = size - size % multiple_of
         self.rng = np.random.default_rng((seed, 1))
         self.similar_lengths = similar_lengths
         lengths = np.asarray(split.lengths)
@@ -162,7 +187,77 @@ class RandomBatches:
 
 
 def make_loader(
-    split: TokenizedSplit, batch_size: int, shuffle: bool, seed: int = 0, bucket: bool = True
+    split: TokenizedSplit, batch_size: int, shuffle: bool, seed: int = 0, bucket: bool = True, multiple_of: int = 1
 ) -> DataLoader:
-    sampler = LengthBucketSampler(split.lengths, batch_size, shuffle=shuffle, seed=seed, bucket=bucket)
+    sampler = LengthBucketSampler(split.lengths, batch_size, shuffle, seed, bucket, multiple_of)
     return DataLoader(split, batch_sampler=sampler, collate_fn=split.collate)
+
+
+def transfer(batch: Any, device: torch.device) -> Any:
+    """A batch (a dataclass of tensors) on `device`; to CUDA through pinned memory, not blocking the host."""
+    if device.type != "cuda":
+        return batch.to(device)
+    with torch.cuda.device(device):  # a worker thread's current device is cuda:0 otherwise
+        moved = {f.name: getattr(batch, f.name).pin_memory().to(device, non_blocking=True) for f in fields(batch)}
+    return replace(batch, **moved)
+
+
+class _Failure:
+    """The producer's exception, carried to the consumer."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+class Prefetcher:
+    """Iterates `batches` in a background thread, `depth` items ahead, each passed through `prepare`
+    (sharding, the copy to the device), so the training step does not wait for collation.
+
+    The items and their order are those of `batches`; an exception raised while producing is raised by the
+    consuming loop. Leaving the loop early stops the thread.
+    """
+
+    def __init__(self, batches: Iterable, prepare: Callable[[Any], Any] = lambda b: b, depth: int = 2) -> None:
+        self.batches = batches
+        self.prepare = prepare
+        self.depth = depth
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator:
+        items: queue.Queue = queue.Queue(maxsize=self.depth)
+        stop = threading.Event()
+        thread = threading.Thread(target=self._produce, args=(items, stop), name="prefetch", daemon=True)
+        thread.start()
+        try:
+            while (item := items.get()) is not _END:
+                if isinstance(item, _Failure):
+                    raise item.error
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    def _produce(self, items: queue.Queue, stop: threading.Event) -> None:
+        try:
+            for batch in self.batches:
+                if not _put(items, self.prepare(batch), stop):
+                    return
+            _put(items, _END, stop)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            _put(items, _Failure(error), stop)
+
+
+def _put(items: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put `item` once there is room; False when the consumer has stopped first."""
+    while not stop.is_set():
+        try:
+            items.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False

@@ -98,6 +98,11 @@ class ImageSplit(Dataset[tuple[int, np.ndarray]]):
         return i, self._pixels[i]
 
     @property
+    def random_collate(self) -> bool:
+        """Whether `collate` draws random numbers (dynamic binarisation): then it runs on the training thread."""
+        return self.binarization == "dynamic"
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W)."""
         c, h, w = self._pixels.shape[1:]

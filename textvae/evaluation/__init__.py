@@ -7,9 +7,12 @@ from textvae.data.batching import TokenizedSplit, make_loader
 from textvae.evaluation.latent import (
     active_units,
     count_active_units,
-    encode_split,
+    encode_posteriors,
+    grouped_mutual_information,
+    has_kl_per_dim,
     kl_per_dim,
     mutual_information,
+    posterior_kl_per_dim,
 )
 from textvae.evaluation.likelihood import elbo_nll, iw_nll
 from textvae.evaluation.text import reconstruction_bleu, sample_diversity, sample_quality
@@ -24,14 +27,14 @@ def latent_metrics(model, split: TokenizedSplit, batch_size: int, cfg: EvalConfi
     if not model.has_latent:
         return {"mi": 0.0, "au": 0, "kl_per_dim": [], "au_variances": [], "mi_batch_size": cfg.mi_batch_size}
     ordered = make_loader(split, batch_size, shuffle=False)
-    means, kl_dims = encode_split(model, ordered)  # one encoder pass for both AU and KL per dimension
+    means, logvars = encode_posteriors(model, ordered)  # one encoder pass for AU, KL per dimension and MI
     au, variances = count_active_units(means, cfg.au_threshold)
     metrics = {"au": au, "au_threshold": cfg.au_threshold, "au_variances": [round(v, 6) for v in variances.tolist()]}
-    if kl_dims is not None:
-        metrics["kl_per_dim"] = [round(v, 6) for v in kl_dims.tolist()]
+    if has_kl_per_dim(model):
+        metrics["kl_per_dim"] = [round(v, 6) for v in posterior_kl_per_dim(means, logvars).tolist()]
     if model.stochastic:
-        mi_loader = make_loader(split, cfg.mi_batch_size, shuffle=False, bucket=False)
-        metrics.update({"mi": mutual_information(model, mi_loader, seed=cfg.seed), "mi_batch_size": cfg.mi_batch_size})
+        mi = grouped_mutual_information(means, logvars, cfg.mi_batch_size, seed=cfg.seed)
+        metrics.update({"mi": mi, "mi_batch_size": cfg.mi_batch_size})
     return metrics
 
 

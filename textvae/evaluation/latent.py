@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from textvae.evaluation.common import model_device, seeded
-from textvae.models.posteriors import gaussian_log_density
+from textvae.models.posteriors import DiagonalGaussian, gaussian_log_density
 from textvae.models.priors import StandardNormal
 
 
@@ -18,20 +18,32 @@ def has_kl_per_dim(model) -> bool:
 
 
 @torch.inference_mode()
-def encode_split(model, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One encoder pass: posterior means [N, Z] and the mean KL of each dimension [Z] (None if undefined)."""
+def encode_posteriors(model, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One encoder pass: the posterior means [N, Z] and log-variances [N, Z] (None for a deterministic
+    encoder) of every document, in split order whatever the loader's order (`batch.index`)."""
     model.eval()
     device = model_device(model)
-    per_dim = has_kl_per_dim(model)
-    means, kl_total = [], 0.0
+    means, logvars, order = [], [], []
     for batch in loader:
         batch = batch.to(device)
         posterior = model.encode(batch.data, batch.lengths)
         means.append(posterior.mean.cpu())
-        if per_dim:
-            kl_total = kl_total + posterior.kl().sum(0).cpu()
-    means_all = torch.cat(means)
-    return means_all, (kl_total / len(means_all) if per_dim else None)
+        if posterior.stochastic:
+            logvars.append(posterior.logvar.cpu())
+        order.append(batch.index.cpu())
+    place = torch.cat(order).argsort()  # the loader position of each document, in split order
+    return torch.cat(means)[place], (torch.cat(logvars)[place] if logvars else None)
+
+
+def posterior_kl_per_dim(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Mean KL(q(z|x) || N(0, I)) of each dimension over the documents, [Z]."""
+    return DiagonalGaussian(mean, logvar).kl().mean(0)
+
+
+def encode_split(model, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Posterior means [N, Z] in split order and the mean KL of each dimension [Z] (None if undefined)."""
+    means, logvars = encode_posteriors(model, loader)
+    return means, (posterior_kl_per_dim(means, logvars) if has_kl_per_dim(model) else None)
 
 
 def kl_per_dim(model, loader: DataLoader) -> torch.Tensor | None:
@@ -66,6 +78,17 @@ def mutual_information(model, loader: DataLoader, seed: int = 0) -> float:
             total += batch_mutual_information(model.encode(batch.data, batch.lengths)) * len(batch)
             n += len(batch)
     return total / n
+
+
+def grouped_mutual_information(mean: torch.Tensor, logvar: torch.Tensor, batch_size: int, seed: int = 0) -> float:
+    """He et al.'s MI from posteriors already computed: per-group estimates over consecutive groups of
+    `batch_size` documents (their batches in file order), weighted by group size."""
+    total = 0.0
+    with seeded(seed):
+        for start in range(0, len(mean), batch_size):
+            group = DiagonalGaussian(mean[start : start + batch_size], logvar[start : start + batch_size])
+            total += batch_mutual_information(group) * len(group.mean)
+    return total / len(mean)
 
 
 def count_active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.Tensor]:

@@ -116,7 +116,6 @@ def iw_log_marginal(
     return torch.logsumexp(torch.cat(log_w, dim=1), dim=1) - math.log(k)
 
 
-@torch.no_grad()  # not inference mode: test-time SVI differentiates with respect to the posterior
 def iw_nll(
     model, loader: DataLoader, k: int = 500, chunk: int = 500, seed: int = 0, refine: SVIConfig | None = None
 ) -> dict[str, float]:
@@ -129,7 +128,8 @@ def iw_nll(
     device = model_device(model)
     total = 0.0
     n_docs = n_tokens = 0
-    with seeded(seed, device):
+    # test-time SVI differentiates with respect to the posterior: no_grad, not inference mode
+    with seeded(seed, device), torch.no_grad() if refine is not None else torch.inference_mode():
         for batch in loader:
             batch = batch.to(device)
             total -= iw_log_marginal(model, batch.data, batch.lengths, k, chunk, refine).sum().item()

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from textvae.data.tokenizers import BOS, PAD, UNK
+from textvae.models.token_loss import linear_cross_entropy, loss_dtype
 from textvae.registry import Registry
 
 Builder = Callable[..., tuple[nn.Module | None, nn.Module]]
@@ -77,6 +78,14 @@ class TokenDecoder(nn.Module):
 
     latent_dim: int
     word_dropout: float = 0.0  # training only: each fed word (not <s>) becomes <unk> with this probability
+    # Decoders whose logits are `output_layer(features(...))` get the fused output layer + cross-entropy
+    # (`textvae.models.token_loss`); `fused_loss = False` scores through `logits` instead.
+    output_layer: nn.Linear | None = None
+    fused_loss: bool = True
+
+    def features(self, inputs: torch.Tensor, z: torch.Tensor | None, state=None):
+        """What `output_layer` maps to the logits, [N, t, H]; returns (features, state)."""
+        raise NotImplementedError
 
     def logits(self, inputs: torch.Tensor, z: torch.Tensor | None, state=None):
         raise NotImplementedError
@@ -92,6 +101,22 @@ class TokenDecoder(nn.Module):
             inputs = inputs.repeat_interleave(n, dim=0)
             targets = targets.repeat_interleave(n, dim=0)
         flat_z = None if z is None else z.reshape(batch * n, -1)
-        logits, _ = self.logits(inputs, flat_z)
-        nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD, reduction="none")
+        if self.fused_loss and self.output_layer is not None:
+            features, _ = self.features(inputs, flat_z)
+            nll = linear_cross_entropy(features, self.output_layer, targets, ignore_index=PAD)
+        else:
+            logits, _ = self.logits(inputs, flat_z)
+            nll = F.cross_entropy(
+                logits.flatten(0, 1).to(loss_dtype(logits.dtype)), targets.flatten(), ignore_index=PAD, reduction="none"
+            )
         return -nll.view(batch * n, -1).sum(-1).view(batch, n)
+
+    @contextlib.contextmanager
+    def twice_differentiable(self) -> Iterator[None]:
+        """Score through the plain logits (which have double backward) instead of the fused loss."""
+        before = self.fused_loss
+        self.fused_loss = False
+        try:
+            yield
+        finally:
+            self.fused_loss = before

@@ -93,10 +93,26 @@ class LSTMDecoder(TokenDecoder):
             state = self.initial_state(z, inputs.shape[0])
         return self.lstm(emb, state)
 
+    @property
+    def output_layer(self) -> nn.Linear:
+        return self.output
+
+    def pass_floats(self, tokens: torch.Tensor) -> int:
+        """Floats a scoring pass holds per document and z: the fused loss never holds the logits, only the
+        LSTM's inputs, gates and outputs (sizes the batches of importance-weighted evaluation)."""
+        if not self.fused_loss:
+            return tokens.shape[1] * self.output.out_features
+        return tokens.shape[1] * (self.lstm.input_size + 6 * self.lstm.hidden_size)
+
+    def features(self, inputs: torch.Tensor, z: torch.Tensor | None, state=None):
+        """The output layer's input [N, T, H] (LSTM outputs after dropout); returns (features, state)."""
+        out, state = self.hidden(inputs, z, state)
+        return self.dropout_out(out), state
+
     def logits(self, inputs: torch.Tensor, z: torch.Tensor | None, state=None):
         """Next-token logits [N, T, V] for inputs [N, T] with one z [N, Z] per row; returns (logits, state)."""
-        out, state = self.hidden(inputs, z, state)
-        return self.output(self.dropout_out(out)), state
+        features, state = self.features(inputs, z, state)
+        return self.output(features), state
 
     @staticmethod
     def reorder_state(

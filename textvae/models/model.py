@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from textvae.models.priors import build_prior
 
 hf_logging.disable_progress_bar()  # saving and loading small models needs no progress bar
 
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 FORMAT_VERSION = 2  # 2: `pooling` applies to LSTM encoders too
 
@@ -109,7 +112,19 @@ class LatentVariableModel(PreTrainedModel):
             self.encoder.to_posterior.mean_norm = MeanBatchNorm(config.latent_dim, config.section.mean_batchnorm)
         if config.section.bow_head:  # on the decoder side: aggressive training updates it with the decoder
             self.decoder.bow = nn.Linear(config.latent_dim, config.vocab_size)
+        self.compute_dtype: torch.dtype | None = None  # set_precision("bf16"): autocast dtype of the passes
         self.post_init()
+
+    def set_precision(self, precision: str) -> LatentVariableModel:
+        """Run encoder and decoder passes in fp32 ("fp32") or under bf16 autocast ("bf16": AMX on CPU,
+        tensor cores on CUDA). Weights, posteriors, log-likelihoods and losses stay fp32."""
+        self.compute_dtype = PRECISIONS[precision]
+        return self
+
+    def _autocast(self, x: torch.Tensor) -> contextlib.AbstractContextManager:
+        if self.compute_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(x.device.type, dtype=self.compute_dtype)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Weights are initialised in __init__ (He et al.'s uniform init); nothing to do here."""
@@ -130,7 +145,8 @@ class LatentVariableModel(PreTrainedModel):
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> Posterior:
         if self.encoder is None:
             raise TypeError("a language model has no encoder")
-        return self.encoder(tokens, lengths)
+        with self._autocast(tokens):
+            return self.encoder(tokens, lengths)
 
     def kl(self, posterior: DiagonalGaussian, z: torch.Tensor | None = None) -> torch.Tensor:
         """KL(q(z|x) || p(z)) per document, [B]: in closed form for N(0, I), else by Monte Carlo.
@@ -149,7 +165,9 @@ class LatentVariableModel(PreTrainedModel):
 
     def log_likelihood(self, tokens: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """log p(x|z) per example and sample: z [B, n, Z] -> [B, n]."""
-        return self.decoder.log_prob(tokens, z)
+        with self._autocast(tokens):
+            log_likelihood = self.decoder.log_prob(tokens, z)
+        return log_likelihood if self.compute_dtype is None else log_likelihood.float()
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, n_samples: int = 1) -> LatentVariableOutput:
         if not self.has_latent:

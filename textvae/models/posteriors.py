@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from textvae.noise import randn_rows
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -31,7 +33,7 @@ class DiagonalGaussian:
 
     def rsample(self, n: int = 1) -> torch.Tensor:
         """Reparameterised samples, [B, n, Z]."""
-        eps = torch.randn(self.mean.shape[0], n, self.mean.shape[1], device=self.mean.device, dtype=self.mean.dtype)
+        eps = randn_rows(self.mean.shape[0], n, self.mean.shape[1], device=self.mean.device, dtype=self.mean.dtype)
         return self.mean.unsqueeze(1) + eps * self.std.unsqueeze(1)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
@@ -101,7 +103,10 @@ class PosteriorHead(nn.Linear):
         self.mean_norm: nn.Module | None = None  # an instance attribute: a class one would hide the submodule
 
     def forward(self, summary: torch.Tensor) -> Posterior:  # type: ignore[override]
-        out = super().forward(summary)
+        with torch.autocast(summary.device.type, enabled=False):  # q(z|x) in fp32 under bf16 autocast
+            return self._posterior(super().forward(summary.to(self.weight.dtype)))
+
+    def _posterior(self, out: torch.Tensor) -> Posterior:
         if self.kind == "deterministic":
             return Deterministic(out)
         mean, logvar = out.chunk(2, dim=-1)

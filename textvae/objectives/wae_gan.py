@@ -10,6 +10,7 @@ from torch.func import functional_call
 from textvae.config import DiscriminatorConfig, WAEGANConfig
 from textvae.objectives.base import objective
 from textvae.objectives.wae import LatentMatchingObjective
+from textvae.training.distributed import average_gradients
 
 
 def make_discriminator(latent_dim: int, cfg: DiscriminatorConfig) -> nn.Sequential:
@@ -59,6 +60,7 @@ class WAEGAN(LatentMatchingObjective):
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(discriminator.parameters())  # data-parallel processes keep one discriminator
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.item()

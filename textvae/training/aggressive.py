@@ -13,11 +13,13 @@ import logging
 import torch
 
 from textvae.data.batching import TextBatch
+from textvae.training.distributed import reduce_sums
 from textvae.training.updates import (
     UpdateContext,
     UpdateRule,
     batch_terms,
     clip_and_step,
+    clip_gradients,
     make_optimizer,
     trainable,
     update_rule,
@@ -33,7 +35,11 @@ def set_grads(params: list[torch.nn.Parameter], loss: torch.Tensor) -> None:
 
 
 class ConvergenceCheck:
-    """He et al.'s inner-loop stop: the per-token loss over a window of steps no longer falls."""
+    """He et al.'s inner-loop stop: the per-token loss over a window of steps no longer falls.
+
+    Under data-parallel training the window's loss and tokens are summed over processes, so every process
+    stops after the same inner step.
+    """
 
     def __init__(self, every: int) -> None:
         self.every = every
@@ -47,7 +53,8 @@ class ConvergenceCheck:
         self.tokens += n_tokens
         if step % self.every:
             return False
-        current = self.loss / max(self.tokens, 1)
+        window = reduce_sums({"loss": self.loss, "tokens": self.tokens})
+        current = window["loss"] / max(window["tokens"], 1)
         self.loss, self.tokens = 0.0, 0
         stop = current > self.previous
         self.previous = current
@@ -121,8 +128,7 @@ class AggressiveUpdate(UpdateRule):
         self.decoder_optimizer.zero_grad(set_to_none=True)
         out = self.objective(self.model, batch, step)
         out.loss.backward()
-        if self.clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.encoder_params + self.decoder_params, self.clip)
+        clip_gradients(self.encoder_params + self.decoder_params, self.clip)
         if train_encoder:
             self.encoder_optimizer.step()
         self.decoder_optimizer.step()

@@ -8,6 +8,8 @@ on into the encoder.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from textvae.data.batching import TextBatch
@@ -41,18 +43,26 @@ class SemiAmortizedUpdate(UpdateRule):
         def svi_loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
             return self.objective.example_losses(self.model, batch, DiagonalGaussian(mean, logvar), step)
 
-        trace = refine_differentiable(svi_loss, posterior0.mean, posterior0.logvar, self.svi)
+        with self._scoring():
+            trace = refine_differentiable(svi_loss, posterior0.mean, posterior0.logvar, self.svi)
         mean, logvar = (t.clone().requires_grad_() for t in (trace.mean, trace.logvar))
         out = self.objective.loss_from_posterior(self.model, batch, DiagonalGaussian(mean, logvar), step)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()  # the decoder's gradient, and dL/dλ_K
-        torch.autograd.backward([posterior0.mean, posterior0.logvar], self._pullback(trace, mean.grad, logvar.grad))
+        with self._scoring():
+            pulled = self._pullback(trace, mean.grad, logvar.grad)
+        torch.autograd.backward([posterior0.mean, posterior0.logvar], pulled)
         clip_and_step(self.params, self.optimizer, self.clip)
         return {
             **batch_terms(out.loss, out.terms, batch),
             "svi_loss_start": trace.loss_start,
             "svi_loss_end": trace.loss_end,
         }
+
+    def _scoring(self) -> contextlib.AbstractContextManager:
+        """Exact Hessian-vector products need a decoder with double backward: not the fused token loss."""
+        twice = getattr(self.model.decoder, "twice_differentiable", None)
+        return twice() if self.svi.hvp == "exact" and twice is not None else contextlib.nullcontext()
 
     def _pullback(self, trace, d_mean: torch.Tensor, d_logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         try:

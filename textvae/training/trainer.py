@@ -18,13 +18,14 @@ import numpy as np
 import torch
 
 from textvae.config import Recipe
-from textvae.data.batching import RandomBatches, make_loader
+from textvae.data.batching import Prefetcher, RandomBatches, make_loader, transfer
 from textvae.data.images import ImageSplit
 from textvae.data.splits import Split
 from textvae.data.tokenizers import TextTokenizer
 from textvae.evaluation import latent_metrics
 from textvae.evaluation.likelihood import elbo_nll
 from textvae.objectives import build_objective
+from textvae.training import distributed
 from textvae.training.checkpoint import save_checkpoint
 from textvae.training.posterior_tracker import PosteriorMeanTracker
 from textvae.training.updates import UpdateContext, build_update
@@ -73,10 +74,22 @@ def flush_denormals(device: torch.device) -> Iterator[None]:
         torch.set_flush_denormal(before)
 
 
+@contextlib.contextmanager
+def cudnn_autotuned(device: torch.device) -> Iterator[None]:
+    """On CUDA, let cuDNN pick the fastest kernels for each input shape; the setting is put back afterwards."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or device.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def random_training_batches(recipe: Recipe, train: Split) -> RandomBatches:
-    """Fresh random training batches for update rules with inner loops (`update.inner_batches`)."""
+    """Fresh random training batches for update rules with inner loops (`update.inner_batches`): global
+    batches, the same on every data-parallel process."""
     similar = getattr(recipe.update, "inner_batches", "similar_length") == "similar_length"
-    return RandomBatches(train, recipe.data.batch_size, recipe.train.seed, similar)
+    return RandomBatches(train, recipe.data.batch_size, recipe.train.seed, similar, distributed.world_size())
 
 
 def seed_everything(seed: int) -> None:
@@ -85,19 +98,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+SUMMED_TERMS = ("loss", "rec", "kl", "n")  # sums over a batch's documents; other terms are per-step values
+TOKENS = "_n_tokens"
+
+
 class MetricsLog:
-    """Appends one JSON object per line to metrics.jsonl (flushed, so a crash loses nothing logged)."""
+    """Appends one JSON object per line to metrics.jsonl (flushed, so a crash loses nothing logged); only the
+    main process of a data-parallel run writes."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def write(self, record: dict) -> None:
+        if not distributed.is_main():
+            return
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
 
+def summed_over_processes(terms: dict[str, float], n_tokens: int) -> tuple[dict[str, float], int]:
+    """A step's terms and predicted tokens over all data-parallel processes: per-document sums added up, the
+    per-step values (KL weight, inner steps, SVI losses, ...) averaged."""
+    world = distributed.world_size()
+    if world == 1:
+        return terms, n_tokens
+    totals = distributed.reduce_sums({**terms, TOKENS: n_tokens})
+    summed = {k: totals[k] if k in SUMMED_TERMS else totals[k] / world for k in terms}
+    return summed, int(totals[TOKENS])
+
+
 class Trainer:
-    """Trains `model` on `train` with the recipe's objective, update rule and optimiser."""
+    """Trains `model` on `train` with the recipe's objective, update rule and optimiser.
+
+    Under torchrun (a joined process group, see `distributed.session`) every process reads the same global
+    batches and trains on its equal share, gradients averaged; validation runs on every process and rank 0's
+    numbers decide (best epoch, lr decay, aggressive switch-off); only rank 0 logs, shows progress and writes.
+    """
 
     def __init__(
         self,
@@ -115,27 +151,32 @@ class Trainer:
         self.train_split = train
         self.valid_split = valid
         self.run_dir = run_dir
-        self.callbacks = callbacks or []
-        self.device = torch.device(recipe.train.device)
+        self.callbacks = (callbacks or []) if distributed.is_main() else []
+        self.device = distributed.local_device(recipe.train.device)
         self.per_token = not isinstance(train, ImageSplit)  # text: PPL is logged; images: NLL per image only
+        distributed.check_batch_size(recipe.data.batch_size)
         self.loader = make_loader(
             train,
             recipe.data.batch_size,
             shuffle=True,
             seed=recipe.train.seed,
             bucket=getattr(recipe.data, "bucket", False),
+            multiple_of=distributed.world_size(),
         )
         self.valid_loader = make_loader(valid, recipe.data.eval_batch_size, shuffle=False)
         self.steps_per_epoch = len(self.loader)
         self.objective = build_objective(recipe.objective, self.steps_per_epoch, recipe.train.epochs)
         self.state = TrainerState(lr=recipe.optim.lr)
-        self.model.to(self.device)
+        self.model.to(self.device).set_precision(recipe.train.precision)
+        distributed.broadcast_tensors([*self.model.parameters(), *self.model.buffers()])  # rank 0's start
         self.update = build_update(self._update_context())
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
         self._best_weights: dict[str, torch.Tensor] | None = None
         plot = recipe.train.posterior_mean_plot
         self.tracker = (
-            None if plot is None else PosteriorMeanTracker(model, valid, plot, recipe.data.eval_batch_size, run_dir)
+            None
+            if plot is None or not distributed.is_main()
+            else PosteriorMeanTracker(model, valid, plot, recipe.data.eval_batch_size, run_dir)
         )
 
     def _update_context(self) -> UpdateContext:
@@ -147,15 +188,26 @@ class Trainer:
             optim=cfg.optim,
             cfg=cfg.update,
             lr=cfg.optim.lr,
-            sample_batch=lambda: random_batches().to(self.device),
+            sample_batch=lambda: self._local(random_batches()),
         )
+
+    def _local(self, batch):
+        """This process's share of a global batch, on its device."""
+        return transfer(distributed.shard(batch), self.device)
+
+    def _training_batches(self):
+        """This epoch's batches (this process's shares, on the device), collated ahead in a background thread
+        unless collating draws random numbers (which then keep their place in the random stream)."""
+        if self.train_split.random_collate:
+            return map(self._local, self.loader)
+        return Prefetcher(self.loader, self._local)
 
     # -- the loop -----------------------------------------------------------------------------
 
     def fit(self) -> TrainerState:
         cfg = self.recipe.train
         seed_everything(cfg.seed)
-        with flush_denormals(self.device):
+        with flush_denormals(self.device), cudnn_autotuned(self.device):
             self._fit()
         return self.state
 
@@ -170,6 +222,7 @@ class Trainer:
         while self.state.epoch < cfg.epochs and not self._out_of_steps():
             epoch_metrics = self._train_epoch()
             epoch_metrics.update(self._validate())
+            epoch_metrics = distributed.broadcast_json(epoch_metrics)  # every process decides on rank 0's numbers
             epoch_metrics.update(self.update.end_epoch(epoch_metrics))
             self.state.epoch += 1
             self._after_epoch(epoch_metrics)
@@ -186,16 +239,18 @@ class Trainer:
         window = _Accumulator(self.per_token)
         epoch = _Accumulator(self.per_token)
         started = time.perf_counter()
-        for batch in self.loader:
+        for batch in self._training_batches():
             if self._out_of_steps():
                 break
-            terms = self.update(batch.to(self.device), self.state.step)
+            with distributed.sharded_noise():
+                terms = self.update(batch, self.state.step)
+            terms, n_tokens = summed_over_processes(terms, batch.n_predicted)
             self.state.step += 1
             plotting = self._track_posterior_means()  # plotting time is not training time
             started += plotting
             window.started += plotting
-            window.add(terms, batch.n_predicted)
-            epoch.add(terms, batch.n_predicted)
+            window.add(terms, n_tokens)
+            epoch.add(terms, n_tokens)
             if self.state.step % self.recipe.train.log_every == 0:
                 record = {
                     "kind": "step",
@@ -208,7 +263,7 @@ class Trainer:
                 self.metrics.write(record)
                 window = _Accumulator(self.per_token)
             for cb in self.callbacks:
-                cb.on_step(self.state.step, {**terms, "n_tokens": batch.n_predicted if self.per_token else 0})
+                cb.on_step(self.state.step, {**terms, "n_tokens": n_tokens if self.per_token else 0})
         seconds = time.perf_counter() - started
         return {
             **{f"train_{k}": v for k, v in epoch.summary().items()},
@@ -217,6 +272,7 @@ class Trainer:
         }
 
     def _validate(self) -> dict:
+        distributed.broadcast_tensors(self.model.buffers())  # e.g. BN-VAE's running statistics: rank 0's
         metrics = elbo_nll(self.model, self.valid_loader, seed=self.recipe.eval.seed)
         out = {f"val_{k}": metrics[k] for k in ("elbo_nll", "rec", "kl", "ppl", "rec_ppl") if k in metrics}
         if (self.recipe.train.val_latent_metrics or self.update.wants_val_mi) and self.model.has_latent:
@@ -232,7 +288,7 @@ class Trainer:
         if improved:
             st.best_val, st.best_epoch, st.not_improved = val, st.epoch, 0
             self._best_weights = copy.deepcopy(self.model.state_dict())
-            save_checkpoint(self.run_dir / "model", self.model, self.tokenizer)
+            self._save("model")
         else:
             st.not_improved += 1
             # st.epoch counts finished epochs; He et al. test their 0-based `epoch >= 15`
@@ -249,7 +305,7 @@ class Trainer:
             "lr_decays": st.decays,
         }
         self.metrics.write(record)
-        save_checkpoint(self.run_dir / "checkpoints" / "last", self.model, self.tokenizer, asdict(st))
+        self._save("checkpoints/last", asdict(st))
         shown = ("elbo_nll", "rec", "ppl", "rec_ppl", "kl", "mi", "au")
         logger.info(
             "epoch %d: %s%s",
@@ -259,6 +315,11 @@ class Trainer:
         )
         for cb in self.callbacks:
             cb.on_epoch_end(st.epoch, record)
+
+    def _save(self, where: str, state: dict | None = None) -> None:
+        """A checkpoint under the run directory, written by the main process only."""
+        if distributed.is_main():
+            save_checkpoint(self.run_dir / where, self.model, self.tokenizer, state)
 
     def _decay_lr(self) -> None:
         """He et al.: restore the best weights, multiply the lr, start a fresh optimiser."""
@@ -287,7 +348,8 @@ class Trainer:
             self.tracker.save()
         if self._best_weights is not None:
             self.model.load_state_dict(self._best_weights)
-        (self.run_dir / "trainer_state.json").write_text(json.dumps(asdict(self.state), indent=1))
+        if distributed.is_main():
+            (self.run_dir / "trainer_state.json").write_text(json.dumps(asdict(self.state), indent=1))
 
 
 class _Accumulator:

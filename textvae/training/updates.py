@@ -14,6 +14,7 @@ import torch
 from textvae.config import OptimConfig
 from textvae.data.batching import TextBatch
 from textvae.registry import Registry
+from textvae.training.distributed import average_gradients
 
 UPDATES: Registry[Callable] = Registry("update rule")
 update_rule = UPDATES.register
@@ -41,12 +42,19 @@ class UpdateContext:
     optim: OptimConfig
     cfg: object  # the recipe's `update:` section (one of the UpdateConfig variants)
     lr: float
-    sample_batch: Callable[[], TextBatch]  # a fresh random training batch, already on the model's device
+    sample_batch: Callable[[], TextBatch]  # a fresh random training batch (this process's share), on the device
+
+
+def clip_gradients(params: list[torch.nn.Parameter], clip: float | None) -> None:
+    """Average the gradients over data-parallel processes (nothing to do in one), then clip their total norm.
+    Every update rule goes through here before stepping, so the parameters stay the same on every process."""
+    average_gradients(params)
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, clip)
 
 
 def clip_and_step(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, clip: float | None) -> None:
-    if clip is not None:
-        torch.nn.utils.clip_grad_norm_(params, clip)
+    clip_gradients(params, clip)
     optimizer.step()
 
 
