@@ -87,6 +87,7 @@ def test_fused_loss_under_bf16_autocast_is_close_to_fp32(scoring_case):
 
 def test_fused_loss_refuses_double_backward_and_the_plain_path_has_it(scoring_case):
     model = small_vae().double()
+    model.decoder.fused_loss = True
     batch = collate(list(enumerate(corpus(4).ids)))
     z = torch.randn(4, 1, 4, dtype=torch.float64, requires_grad=True)
     with pytest.raises(RuntimeError, match="twice_differentiable"):  # not a silently missing second derivative
@@ -100,6 +101,7 @@ def test_fused_loss_refuses_double_backward_and_the_plain_path_has_it(scoring_ca
 
 def test_model_scores_the_same_fused_or_not():
     model = small_vae().double().eval()
+    model.decoder.fused_loss = True
     batch = collate(list(enumerate(corpus(6).ids)))
     z = torch.randn(6, 3, 4, dtype=torch.float64)
     fused = model.log_likelihood(batch.tokens, z)
@@ -156,8 +158,10 @@ def straightforward_iw_log_marginal(model, tokens, lengths, k: int, chunk: int =
         return (torch.logsumexp(torch.cat(log_w, 1), 1) - math.log(k)).item()
 
 
-def test_fast_iw_nll_equals_the_straightforward_one_within_monte_carlo_error():
+@pytest.mark.parametrize("fused", [False, True])
+def test_fast_iw_nll_equals_the_straightforward_one_within_monte_carlo_error(fused):
     model = small_vae(seed=4, init_scale=0.5).eval()
+    model.decoder.fused_loss = fused
     split = corpus(12, seed=5)
     k = 300
     fast = iw_nll(model, make_loader(split, 6, shuffle=False), k=k, chunk=k, seed=0)["iw_nll"]
@@ -205,9 +209,50 @@ def test_latent_metrics_from_one_pass_equal_the_separate_estimators():
 def test_sentences_are_scored_on_real_lengths_only():
     """Padding never reaches the fused loss: a document's log-likelihood does not depend on its batch."""
     model = small_vae(seed=8).double().eval()
+    model.decoder.fused_loss = True
     docs = random_sentences(5, seed=1)
     ids = [[4 + sum(map(ord, w)) % (VOCAB - 4) for w in d.split()] for d in docs]
     z = torch.randn(len(ids), 1, 4, dtype=torch.float64)
     together = model.log_likelihood(collate(list(enumerate(ids))).tokens, z)[:, 0]
     alone = [model.log_likelihood(collate([(0, x)]).tokens, z[i : i + 1])[0, 0] for i, x in enumerate(ids)]
     torch.testing.assert_close(together, torch.stack(alone), rtol=1e-10, atol=1e-9)
+
+
+def test_fast_dropout_keeps_the_distribution_of_nn_dropout():
+    from textvae.models.base import Dropout
+
+    drop = Dropout(0.3).train()
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    y = drop(x)
+    kept = (y != 0).float().mean().item()
+    assert kept == pytest.approx(0.7, abs=0.005)  # binomial std ≈ 0.001
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.7))  # inverted dropout: E[y] = x
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+    g = torch.ones(10, requires_grad=True)
+    Dropout(0.5).train()(g).sum().backward()
+    assert set(g.grad.tolist()) <= {0.0, 2.0}
+
+
+def test_the_model_fuses_the_loss_for_bf16_or_compiled_runs_only():
+    model = small_vae()
+    assert not model.decoder.fused_loss  # eager fp32: the plain logits path is the faster one
+    assert model.set_precision("bf16").decoder.fused_loss
+    assert not model.set_precision("fp32").decoder.fused_loss
+    assert model.set_compiled(True).decoder.fused_loss
+
+
+@pytest.mark.slow
+def test_compiled_softmax_kernels_give_the_eager_results(scoring_case):
+    """torch.compile of the per-chunk kernels (train.compile): values and gradients as in eager mode."""
+    layer, features, targets, weights = scoring_case
+    layer, features, weights = layer.float(), features.detach().float().requires_grad_(), weights.float()
+    results = []
+    for compiled in (False, True):
+        nll = token_loss.linear_cross_entropy(features, layer, targets, 0, compiled=compiled)
+        results.append(_values_and_grads((nll * weights).sum(), layer, features))
+        with torch.inference_mode():
+            results[-1].append(token_loss.linear_cross_entropy(features, layer, targets, 0, compiled=compiled))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -224,7 +224,11 @@ def evaluate_run(
         cfg = cfg.model_copy(update={"svi": (cfg.svi or SVIConfig()).model_copy(update={"steps": svi_steps})})
     data = evaluation_split(run.recipe, run.tokenizer, split, cfg.limit)
     metrics = evaluate(
-        run.model.set_precision(cfg.precision), data, run.recipe.data.eval_batch_size, cfg, tokenizer=run.tokenizer
+        run.model.set_precision(cfg.precision).set_compiled(cfg.compile),
+        data,
+        run.recipe.data.eval_batch_size,
+        cfg,
+        tokenizer=run.tokenizer,
     )
     metrics.update(
         {

@@ -387,6 +387,7 @@ class TrainConfig(Section):
     seed: int = 783435
     device: str = "cpu"
     precision: Precision = "fp32"  # encoder and decoder passes; losses, KL and optimiser stay fp32
+    compile: bool = False  # torch.compile the fused token loss's softmax (C++ compiler on CPU; ~20 s once)
     log_every: int = Field(100, gt=0)  # steps between metrics.jsonl lines
     lr_decay: LRDecayConfig = LRDecayConfig()
     val_latent_metrics: bool = True  # MI and AU on the validation set each epoch
@@ -397,6 +398,7 @@ class TrainConfig(Section):
 class EvalConfig(Section):
     split: Literal["valid", "test"] = "test"
     precision: Precision = "fp32"  # bf16 speeds up IW-NLL ~3x on AMX CPUs at ~0.01-nat cost (docs/speed.md)
+    compile: bool = False  # as train.compile
     iw_samples: int = Field(500, gt=0)
     iw_chunk: int = Field(500, gt=0)  # samples per decoder pass (memory budget)
     mi_batch_size: int = Field(500, gt=0)

@@ -16,6 +16,7 @@ from textvae.config import SVIConfig
 from textvae.data.images import ImageBatch
 from textvae.evaluation.common import model_device, seeded
 from textvae.inference.svi import refine as run_svi
+from textvae.models.base import frozen
 from textvae.models.posteriors import DiagonalGaussian
 
 LOGIT_BUDGET = 2**26  # logits held at once (floats) when batching samples x documents
@@ -78,7 +79,8 @@ def svi_posterior(model, tokens: torch.Tensor, posterior: DiagonalGaussian, cfg:
         z = q.rsample(1)
         return -model.log_likelihood(tokens, z)[:, 0] + model.kl(q, z)
 
-    with torch.backends.cudnn.flags(enabled=False):  # cuDNN's LSTM backward needs training mode
+    # cuDNN's LSTM backward needs training mode; the gradients are with respect to the posterior only
+    with torch.backends.cudnn.flags(enabled=False), frozen(model.parameters()):
         refined = run_svi(neg_elbo, posterior.mean, posterior.logvar, cfg)
     return DiagonalGaussian(refined.mean, refined.logvar)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from textvae.models.base import TokenDecoder, check_pooling, document_mask, pool
+from textvae.models.base import Dropout, TokenDecoder, check_pooling, document_mask, pool
 from textvae.models.posteriors import Posterior, PosteriorHead
 
 
@@ -72,8 +72,8 @@ class LSTMDecoder(TokenDecoder):
         super().__init__()
         self.latent_dim = latent_dim
         self.embed = nn.Embedding(vocab_size, embed_dim)
-        self.dropout_in = nn.Dropout(dropout_in)
-        self.dropout_out = nn.Dropout(dropout_out)
+        self.dropout_in = Dropout(dropout_in)
+        self.dropout_out = Dropout(dropout_out)
         self.lstm = nn.LSTM(embed_dim + latent_dim, hidden_dim, batch_first=True)
         self.init_state = nn.Linear(latent_dim, hidden_dim, bias=False) if latent_dim else None
         self.output = nn.Linear(hidden_dim, vocab_size)

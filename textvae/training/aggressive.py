@@ -8,11 +8,13 @@ is switched off for good and the rule becomes the joint update.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
 
 from textvae.data.batching import TextBatch
+from textvae.models.base import frozen
 from textvae.training.distributed import reduce_sums
 from textvae.training.updates import (
     UpdateContext,
@@ -108,8 +110,9 @@ class AggressiveUpdate(UpdateRule):
         for inner in range(1, self.cfg.max_inner_steps + 1):
             if inner > 1:
                 batch = self.sample_batch()
-            out = self.objective(self.model, batch, step)
-            set_grads(clipped, out.loss)
+            with frozen(self.decoder_params) if self.cfg.inner_clip == "encoder" else contextlib.nullcontext():
+                out = self.objective(self.model, batch, step)
+                set_grads(clipped, out.loss)
             clip_and_step(clipped, self.encoder_optimizer, self.clip)
             for param in clipped[len(self.encoder_params) :]:
                 param.grad = None  # decoder gradients only entered the clipping norm

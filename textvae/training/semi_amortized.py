@@ -9,12 +9,14 @@ on into the encoder.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import torch
 
 from textvae.data.batching import TextBatch
 from textvae.errors import TextVAEError
 from textvae.inference.svi import refine_differentiable
+from textvae.models.base import frozen
 from textvae.models.posteriors import DiagonalGaussian
 from textvae.training.updates import UpdateContext, UpdateRule, batch_terms, clip_and_step, update_rule
 
@@ -59,10 +61,14 @@ class SemiAmortizedUpdate(UpdateRule):
             "svi_loss_end": trace.loss_end,
         }
 
-    def _scoring(self) -> contextlib.AbstractContextManager:
-        """Exact Hessian-vector products need a decoder with double backward: not the fused token loss."""
+    @contextlib.contextmanager
+    def _scoring(self) -> Iterator[None]:
+        """SVI and its reverse pass differentiate with respect to λ only: no parameter gradient is made. Exact
+        Hessian-vector products need a decoder with double backward: not the fused token loss."""
         twice = getattr(self.model.decoder, "twice_differentiable", None)
-        return twice() if self.svi.hvp == "exact" and twice is not None else contextlib.nullcontext()
+        exact = twice() if self.svi.hvp == "exact" and twice is not None else contextlib.nullcontext()
+        with exact, frozen(self.params):
+            yield
 
     def _pullback(self, trace, d_mean: torch.Tensor, d_logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         try:

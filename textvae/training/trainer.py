@@ -167,7 +167,7 @@ class Trainer:
         self.steps_per_epoch = len(self.loader)
         self.objective = build_objective(recipe.objective, self.steps_per_epoch, recipe.train.epochs)
         self.state = TrainerState(lr=recipe.optim.lr)
-        self.model.to(self.device).set_precision(recipe.train.precision)
+        self.model.to(self.device).set_precision(recipe.train.precision).set_compiled(recipe.train.compile)
         distributed.broadcast_tensors([*self.model.parameters(), *self.model.buffers()])  # rank 0's start
         self.update = build_update(self._update_context())
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
