@@ -154,7 +154,7 @@ class Trainer:
         self.callbacks = (callbacks or []) if distributed.is_main() else []
         self.device = distributed.local_device(recipe.train.device)
         self.per_token = not isinstance(train, ImageSplit)  # text: PPL is logged; images: NLL per image only
-        distributed.check_batch_size(recipe.data.batch_size)
+        distributed.check_batch_size(recipe.data.batch_size)  # api.train checks before writing the run dir too
         self.loader = make_loader(
             train,
             recipe.data.batch_size,
@@ -355,7 +355,7 @@ class Trainer:
 class _Accumulator:
     """Sums per-batch terms; reports per-document means, a training perplexity, per-step means of the rest."""
 
-    PER_DOCUMENT = ("loss", "rec", "kl", "n", "kl_weight")
+    PER_DOCUMENT = (*SUMMED_TERMS, "kl_weight")  # reported per document (kl_weight: the latest value)
 
     def __init__(self, per_token: bool = True) -> None:
         self.per_token = per_token  # False for images: no perplexity over pixels
