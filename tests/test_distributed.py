@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from textvae.data.tokenizers import WordTokenizer
 from textvae.errors import TextVAEError
 from textvae.models.model import build_model
 from textvae.training import distributed
+from textvae.training.guards import NonFiniteGuard
 from textvae.training.trainer import Trainer
 
 DOCS = [[4 + (i * 7 + j) % 20 for j in range(2 + i % 6)] for i in range(40)]
@@ -82,7 +84,9 @@ def collective_checks(rank: int) -> dict[str, Any]:
         tiny_trainer(RULES["joint"], Path("unused"), batch_size=7)
     except TextVAEError as err:
         refusal = str(err)
+    local_loss = torch.tensor(float("nan") if rank == 1 else 1.0)  # only rank 1's loss is not finite
     return {
+        "guard_steps": NonFiniteGuard().finite(torch.tensor(1.0), local_loss, []),
         "sums": distributed.reduce_sums({"a": rank + 1.0, "b": 10.0 * rank}),
         "json": distributed.broadcast_json({"rank": rank}),
         "shard": distributed.shard(collate([(i, DOCS[i]) for i in range(4)])).index.tolist(),
@@ -190,6 +194,7 @@ def test_collectives_and_the_batch_size_refusal(two_process_runs):
         assert got["json"] == {"rank": 0}  # rank 0's value everywhere
         assert got["shard"] == [2 * rank, 2 * rank + 1]
         assert got["grad"] == [0.5, 0.5, 0.5]
+        assert got["guard_steps"] is False  # one process's non-finite loss: every process skips
         assert got["refusal"] == "data.batch_size 7 is not divisible by the 2 processes (each takes an equal share)"
 
 
@@ -222,6 +227,20 @@ def test_torchrun_cli_trains_like_one_process(tmp_path: Path, write_corpus, writ
     want = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
     for name, tensor in load_file(str(tmp_path / "two" / "model" / "model.safetensors")).items():
         torch.testing.assert_close(tensor, want[name], rtol=RTOL, atol=1e-6, msg=name)
+
+    # resumed under torchrun from its second-newest checkpoint, the run ends as it did
+    shutil.copytree(tmp_path / "two", tmp_path / "resumed")
+    (tmp_path / "resumed" / "trainer_state.json").unlink()
+    shutil.rmtree(max((tmp_path / "resumed" / "checkpoints").iterdir()))
+    resumed = torchrun("train", "--resume", tmp_path / "resumed")
+    assert resumed.returncode == 0, resumed.stderr
+    timing = {"epoch_seconds", "tokens_per_s", "train_tokens_per_s"}
+    untimed = [
+        [{k: v for k, v in r.items() if k not in timing} for r in metrics(tmp_path / run)] for run in ("resumed", "two")
+    ]
+    assert untimed[0] == untimed[1]
+    got, want = (load_file(str(tmp_path / run / "model" / "model.safetensors")) for run in ("resumed", "two"))
+    assert all(torch.equal(got[name], tensor) for name, tensor in want.items())
 
     odd = torchrun("train", path, "-o", tmp_path / "odd", "--set", "data.batch_size=15")
     assert odd.returncode != 0

@@ -18,6 +18,7 @@ from test_evaluation import exact_log_marginal
 
 from textvae import api
 from textvae.config import EvalConfig, ModelConfig, build_recipe
+from textvae.data.batching import make_loader
 from textvae.data.images import ImageSplit, save_image_split
 from textvae.evaluation import evaluate
 from textvae.evaluation.likelihood import elbo_nll, iw_log_marginal
@@ -206,8 +207,7 @@ def test_elbo_and_eval_loaders_read_image_batches():
     ).eval()
     metrics = evaluate(eight, split, 4, EvalConfig(iw_samples=3, mi_batch_size=6))
     assert metrics["n_images"] == 6 and "ppl" not in metrics
-    loader = torch.utils.data.DataLoader(split, batch_size=4, collate_fn=split.collate)
-    again = elbo_nll(eight, loader)
+    again = elbo_nll(eight, make_loader(split, 4, shuffle=False))
     assert again["rec"] == pytest.approx(metrics["rec"])  # the fixed binarisation is the same every pass
 
 

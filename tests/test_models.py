@@ -11,7 +11,7 @@ from textvae.config import ModelConfig, Recipe
 from textvae.data.batching import TokenizedSplit, collate
 from textvae.data.tokenizers import WordTokenizer, load_tokenizer
 from textvae.models.model import build_model, load_model
-from textvae.training.checkpoint import save_checkpoint
+from textvae.training.checkpoint import CheckpointStore
 from textvae.training.trainer import Trainer
 
 SMALL = dict(embed_dim=8, hidden_dim=16, latent_dim=4)
@@ -50,19 +50,21 @@ def test_save_and_load_round_trip_with_tokenizer(tmp_path):
     torch.manual_seed(0)
     model = build_model(ModelConfig(**SMALL), 30).eval()
     tokenizer = WordTokenizer.from_vocab([f"w{i}" for i in range(26)])
-    save_checkpoint(tmp_path / "ckpt", model, tokenizer, {"step": 3})
-    assert (tmp_path / "ckpt" / "model.safetensors").is_file() and (tmp_path / "ckpt" / "config.json").is_file()
-    assert json.loads((tmp_path / "ckpt" / "trainer_state.json").read_text()) == {"step": 3}
+    CheckpointStore(tmp_path).publish_best(model, tokenizer)
+    saved = tmp_path / "model"
+    assert (saved / "model.safetensors").is_file() and (saved / "config.json").is_file()
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary leftovers
-    loaded = load_model(tmp_path / "ckpt")
+    loaded = load_model(saved)
     batch = collate(list(enumerate(DOCS)))
     z = torch.randn(4, 2, 4)
     assert torch.equal(model.log_likelihood(batch.tokens, z), loaded.log_likelihood(batch.tokens, z))
     assert torch.equal(model.encode(batch.tokens, batch.lengths).mean, loaded.encode(batch.tokens, batch.lengths).mean)
-    assert load_tokenizer(tmp_path / "ckpt").encode_batch(["w3 w9"]) == tokenizer.encode_batch(["w3 w9"])
-    # overwriting a checkpoint swaps it in whole
-    save_checkpoint(tmp_path / "ckpt", loaded, tokenizer, {"step": 4})
-    assert json.loads((tmp_path / "ckpt" / "trainer_state.json").read_text()) == {"step": 4}
+    assert load_tokenizer(saved).encode_batch(["w3 w9"]) == tokenizer.encode_batch(["w3 w9"])
+    # publishing again replaces the weights
+    with torch.no_grad():
+        loaded.decoder.output.bias.add_(1.0)
+    CheckpointStore(tmp_path).publish_best(loaded, tokenizer)
+    assert torch.equal(load_model(saved).decoder.output.bias, loaded.decoder.output.bias)
 
 
 def _trainer(tmp_path, **train) -> Trainer:
@@ -126,7 +128,8 @@ def test_fit_lowers_validation_loss(tmp_path):
     assert len(epochs) == 5 and epochs[-1]["best_val_elbo_nll"] < epochs[0]["val_elbo_nll"]
     assert {"val_mi", "val_au", "val_kl", "val_ppl", "train_tokens_per_s"} <= set(epochs[0])
     assert (tmp_path / "model" / "model.safetensors").is_file()
-    assert (tmp_path / "checkpoints" / "last" / "trainer_state.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000008", "step-00000010"]
+    assert (tmp_path / "checkpoints" / "step-00000010" / "training_state.safetensors").is_file()
 
 
 def test_lstm_encoder_pools_the_last_state_by_default_or_the_mean():

@@ -6,11 +6,13 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from textvae.atomic import write_atomic
 from textvae.config import ImageDataConfig, Recipe, SVIConfig, build_recipe, load_recipe_dict, save_recipe
 from textvae.data.images import ImageSplit
 from textvae.data.splits import Split, evaluation_split, training_splits
@@ -23,7 +25,9 @@ from textvae.generation.decoding import DecodingConfig
 from textvae.models.images import PIXEL_VALUES
 from textvae.models.model import LatentVariableModel, build_model, load_model
 from textvae.training import distributed
-from textvae.training.trainer import Trainer, TrainerCallback, seed_everything
+from textvae.training.checkpoint import Checkpoint, CheckpointStore
+from textvae.training.random_state import seed_everything
+from textvae.training.trainer import FINAL_STATE, Trainer, TrainerCallback
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +143,17 @@ def claim_run_dir(run_dir: Path, overwrite: bool) -> None:
     parent = run_dir.resolve().parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir() or not _can_create_in(parent):
         raise TextVAEError(f"{run_dir}: cannot create the run directory ({parent} is not writable)")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a folder can be made in `folder`, by trying (`os.access` says yes to root, even on /sys)."""
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=folder, prefix=".textvae-probe-"))
+    except OSError:
+        return False
+    return True
 
 
 def train(
@@ -161,42 +174,105 @@ def train(
         claim_run_dir(run_dir, overwrite)  # checked by every process before rank 0 writes anything
         with distributed.main_first():  # rank 0 fills the data caches the others then read
             train_split, valid_split, tokenizer, stats = training_splits(recipe)
+        existed = run_dir.is_dir()
+        try:
+            if distributed.is_main():
+                write_run_dir(run_dir, recipe, stats, overwrite)
+            seed_everything(recipe.train.seed)
+            model = build_model(recipe.model, PIXEL_VALUES if tokenizer is None else tokenizer.vocab_size)
+            logger.info("model: %s, %d parameters", recipe.model.type, sum(p.numel() for p in model.parameters()))
+            trainer = Trainer(recipe, model, tokenizer, train_split, valid_split, run_dir, callbacks)
+            trainer.fit()
+        except BaseException:
+            if distributed.is_main():
+                discard_unresumable(run_dir, existed)
+            raise
+    return Run(run_dir, recipe, model.eval(), tokenizer)
+
+
+def discard_unresumable(run_dir: Path, keep_directory: bool) -> None:
+    """After a failed start: a run directory without a checkpoint holds nothing to resume, so it is removed
+    (emptied when it existed before), and the same command can simply be run again."""
+    if CheckpointStore(run_dir).checkpoints() or not run_dir.is_dir():
+        return
+    logger.info("%s: removed (the run stopped before its first checkpoint)", run_dir)
+    if not keep_directory:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for path in run_dir.iterdir():
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def resume(run_dir: Path, device: str | None = None, callbacks: list[TrainerCallback] | None = None) -> Run:
+    """Continue a stopped or killed run from its newest readable checkpoint, exactly as if it had not stopped
+    (same data order, random draws, optimiser and schedule states); `device` may differ from the recipe's.
+    A finished run is returned as it is."""
+    run_dir = Path(run_dir)
+    recipe = run_recipe(run_dir)
+    if device is not None:
+        recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update={"device": device})})
+    check_device(recipe.train.device)
+    if (run_dir / FINAL_STATE).is_file():
+        logger.info("%s: the run has finished; nothing to resume", run_dir)
+        return load_run(run_dir, recipe.train.device)
+    store = CheckpointStore(run_dir, recipe.train.checkpoints.keep_last)
+    image_model = isinstance(recipe.data, ImageDataConfig)
+
+    def read(checkpoint: Checkpoint) -> tuple[dict, LatentVariableModel, TextTokenizer | None]:
+        tokenizer = None if image_model else load_tokenizer(checkpoint.directory)
+        return checkpoint.training_state(), load_model(checkpoint.directory, model_type=recipe.model.type), tokenizer
+
+    checkpoint, (state, model, saved_tokenizer) = store.latest(read)
+    with distributed.session(recipe.train.device):
+        distributed.check_batch_size(recipe.data.batch_size)
+        with distributed.main_first():
+            train_split, valid_split, tokenizer, _ = training_splits(recipe, saved_tokenizer)
+        if model.config.section != recipe.model:
+            raise TextVAEError(f"{run_dir / RECIPE_FILE}: the model section differs from the checkpoint's model")
         if distributed.is_main():
-            write_run_dir(run_dir, recipe, stats, overwrite)
-        seed_everything(recipe.train.seed)
-        model = build_model(recipe.model, PIXEL_VALUES if tokenizer is None else tokenizer.vocab_size)
-        logger.info("model: %s, %d parameters", recipe.model.type, sum(p.numel() for p in model.parameters()))
+            store.remove_leftovers()
+        logger.info("resuming %s from %s", run_dir, checkpoint.directory.name)
         trainer = Trainer(recipe, model, tokenizer, train_split, valid_split, run_dir, callbacks)
+        trainer.restore(state)
         trainer.fit()
     return Run(run_dir, recipe, model.eval(), tokenizer)
 
 
 def write_run_dir(run_dir: Path, recipe: Recipe, stats: dict, overwrite: bool) -> None:
     """A fresh run directory with the resolved recipe, the data statistics and the environment."""
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if overwrite and run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TextVAEError(f"{run_dir}: cannot create the run directory ({err.strerror or err})") from err
     save_recipe(recipe, run_dir / RECIPE_FILE)
-    (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=1))
+    write_atomic(run_dir / "data_stats.json", json.dumps(stats, indent=1).encode())
     environment = describe_environment(recipe.train.device)
     if distributed.world_size() > 1:
         environment["world_size"] = distributed.world_size()
-    (run_dir / ENVIRONMENT_FILE).write_text(json.dumps(environment, indent=1))
+    write_atomic(run_dir / ENVIRONMENT_FILE, json.dumps(environment, indent=1).encode())
+
+
+def run_recipe(run_dir: Path) -> Recipe:
+    """The resolved recipe a run directory was trained with."""
+    if not (run_dir / RECIPE_FILE).is_file():
+        raise TextVAEError(f"{run_dir}: not a textvae run directory ({RECIPE_FILE} missing)")
+    return build_recipe(load_recipe_dict(run_dir / RECIPE_FILE), str(run_dir / RECIPE_FILE))
 
 
 def load_run(run_dir: Path, device: str = "cpu") -> Run:
     """Load the best model, tokenizer and resolved recipe of a finished run."""
     run_dir = Path(run_dir)
-    if not (run_dir / RECIPE_FILE).is_file():
-        raise TextVAEError(f"{run_dir}: not a textvae run directory ({RECIPE_FILE} missing)")
-    recipe = build_recipe(load_recipe_dict(run_dir / RECIPE_FILE), str(run_dir / RECIPE_FILE))
-    model = load_model(run_dir / "model", check_device(device))
+    recipe = run_recipe(run_dir)
+    model = load_model(run_dir / "model", check_device(device), recipe.model.type)
     if isinstance(recipe.data, ImageDataConfig):
         return Run(run_dir, recipe, model, None)
     tokenizer = load_tokenizer(run_dir / "model")
     if tokenizer.vocab_size != model.config.vocab_size:
         raise TextVAEError(
-            f"{run_dir}: tokenizer has {tokenizer.vocab_size} types but the model expects {model.config.vocab_size}"
+            f"{run_dir / 'model'}: the tokenizer has {tokenizer.vocab_size} types but the model (config.json) "
+            f"expects {model.config.vocab_size}: tokenizer and model come from different runs"
         )
     return Run(run_dir, recipe, model, tokenizer)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -17,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from textvae.atomic import write_atomic
 from textvae.errors import TextVAEError
 
 
@@ -370,6 +372,14 @@ class LRDecayConfig(Section):
     max_decays: int = Field(5, ge=1)
 
 
+class CheckpointConfig(Section):
+    """Resumable checkpoints under run_dir/checkpoints/ (`textvae train --resume RUN_DIR`); the best model
+    is kept in run_dir/model/ whatever `keep_last` says."""
+
+    every_steps: int | None = Field(None, gt=0)  # also checkpoint every N update steps (None: epoch ends only)
+    keep_last: int = Field(2, gt=0)  # the newest N checkpoints are kept, older ones deleted
+
+
 class PosteriorMeanPlotConfig(Section):
     """He et al. 2019 Fig. 2: approximate vs model posterior means during training (1-d or 2-d latents)."""
 
@@ -392,6 +402,8 @@ class TrainConfig(Section):
     lr_decay: LRDecayConfig = LRDecayConfig()
     val_latent_metrics: bool = True  # MI and AU on the validation set each epoch
     max_steps: int | None = Field(None, gt=0)  # stop early (smoke tests)
+    checkpoints: CheckpointConfig = CheckpointConfig()
+    max_nonfinite: int = Field(10, gt=0)  # updates skipped for a non-finite loss or gradient in a row before stopping
     posterior_mean_plot: PosteriorMeanPlotConfig | None = None
 
 
@@ -489,6 +501,7 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """A recipe file's top-level mapping; any unreadable content is a one-line error naming the file."""
     if not path.is_file():
         raise TextVAEError(f"{path}: recipe file not found")
     try:
@@ -497,14 +510,41 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise TextVAEError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
+        where = f" line {mark.line + 1}:" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise TextVAEError(f"{path}:{where}: invalid YAML: {problem}") from err
+        raise TextVAEError(f"{path}:{where} invalid YAML: {problem}") from err
+    except RecursionError as err:
+        raise TextVAEError(f"{path}: invalid YAML: nested too deeply") from err
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise TextVAEError(f"{path}: invalid YAML value ({str(err).splitlines()[0]})") from err
+    except OSError as err:
+        raise TextVAEError(f"{path}: cannot read ({err.strerror or err})") from err
     if data is None:
         raise TextVAEError(f"{path}: recipe file is empty")
     if not isinstance(data, dict):
         raise TextVAEError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    if _too_many_values(data):
+        raise TextVAEError(f"{path}: recipe holds over {MAX_RECIPE_VALUES:,} values once YAML aliases are expanded")
     return data
+
+
+MAX_RECIPE_VALUES = 100_000  # a real recipe has hundreds; YAML aliases can nest a few lines into 9^n values
+
+
+def _too_many_values(data: Any) -> bool:
+    """Whether `data`, aliases expanded, holds more than MAX_RECIPE_VALUES values (stops counting there)."""
+    stack, seen = [data], 0
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > MAX_RECIPE_VALUES:
+            return True
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def load_recipe_dict(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -529,7 +569,20 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     parts = key.strip().split(".")
     if not all(parts):
         raise TextVAEError(f"--set {item!r}: empty key")
-    return parts, yaml.safe_load(raw) if raw.strip() else ""
+    return parts, _override_value(item, raw)
+
+
+def _override_value(item: str, raw: str) -> Any:
+    """The value of a `--set` item, parsed as YAML ("" when empty)."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise TextVAEError(f"--set {item!r}: invalid YAML value: {problem}") from err
+    except (ValueError, RecursionError) as err:
+        raise TextVAEError(f"--set {item!r}: invalid YAML value ({str(err).splitlines()[0]})") from err
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -548,21 +601,39 @@ def _nest(parts: list[str], value: Any) -> dict[str, Any]:
     return out
 
 
+def _short_repr() -> reprlib.Repr:
+    """A repr of bounded length and cost, for quoting a bad value in an error."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 2, 60, 60
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 4
+    return short
+
+
+_SHORT = _short_repr()
+
+
+def _key_part(part: Any) -> str:
+    """A key as the user wrote it, escaped where it holds line breaks or other unprintable characters."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _format_validation_error(source: str, err: ValidationError) -> str:
+    """One line: the file, the first bad key and what is wrong (a bounded excerpt of the value)."""
     first = err.errors()[0]
     loc = list(first["loc"])
     if len(loc) > 1 and (loc[0], loc[1]) in UNION_TAGS:
         del loc[1]  # the union's tag is not a key the user wrote
-    key = ".".join(str(p) for p in loc) or "(top level)"
+    key = ".".join(_key_part(p) for p in loc) or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":
         message = "unknown key"
     elif kind == "missing":
         message = "required key is missing"
     else:
-        message = first["msg"]
+        message = " ".join(first["msg"].split())
         if "input" in first and not isinstance(first["input"], dict):
-            message += f" (got {first['input']!r})"
+            message += f" (got {_SHORT.repr(first['input'])})"  # bounded: YAML aliases can nest a value 9^n times
     more = len(err.errors()) - 1
     suffix = f" (and {more} more error{'s' * (more > 1)})" if more else ""
     return f"{source}: key '{key}': {message}{suffix}"
@@ -582,4 +653,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 
 def save_recipe(recipe: Recipe, path: Path) -> None:
-    path.write_text(yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True), sort_keys=False), encoding="utf-8")
+    """Write the resolved recipe as YAML, atomically (a failed write is a one-line error naming the file)."""
+    text = yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True), sort_keys=False)
+    write_atomic(path, text.encode("utf-8"))

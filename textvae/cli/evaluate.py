@@ -104,6 +104,9 @@ def evaluate(
     if precision not in (None, "fp32", "bf16"):
         raise TextVAEError(f"--precision {precision!r}: expected fp32 or bf16")
     run = load_run(run_dir, device)
+    target = output or run_dir / "eval.json"
+    if not target.parent.is_dir():  # found out before the evaluation, not after it
+        raise TextVAEError(f"--output {target}: {target.parent} is not a folder")
     metrics = evaluate_run(run, split, iw_samples, limit, svi_steps, text_samples, precision)
     console, rows = Console(), {run_dir.name: metrics}
     console.print(metrics_table(rows, title=f"{run_dir} · {split} · k={metrics.get('iw_samples', '-')}"))
@@ -112,4 +115,4 @@ def evaluate(
         console.print(samples)
     if "recon_bleu_signature" in metrics:
         console.print(f"recon_bleu: sacrebleu {metrics['recon_bleu_signature']}", highlight=False)
-    write_json_atomic(output or run_dir / "eval.json", metrics)
+    write_json_atomic(target, metrics)

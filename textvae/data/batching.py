@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -77,8 +78,9 @@ class LengthBucketSampler(Sampler[list[int]]):
     """Batches of similar lengths: sort by length (random tie-break), cut, shuffle the batch order.
 
     With `shuffle=False` the order is deterministic (sorted by length), for evaluation.
-    Call `set_epoch` to reshuffle reproducibly. With `multiple_of` k (data-parallel processes) a last
-    batch's size is cut to a multiple of k (dropped when under k), so each process gets an equal share.
+    Call `set_epoch` to reshuffle reproducibly (and to start part-way, resuming an epoch). With `multiple_of`
+    k (data-parallel processes) a last batch's size is cut to a multiple of k (dropped when under k), so each
+    process gets an equal share.
     """
 
     def __init__(
@@ -99,9 +101,12 @@ class LengthBucketSampler(Sampler[list[int]]):
         self.bucket = bucket
         self.multiple_of = multiple_of
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Epoch `epoch`'s order; iteration begins at its batch `start` (batches before it were trained)."""
         self.epoch = epoch
+        self.start = start
 
     def batches(self) -> list[list[int]]:
         rng = np.random.default_rng((self.seed, self.epoch))
@@ -116,7 +121,7 @@ class LengthBucketSampler(Sampler[list[int]]):
         return batches if k == 1 else [b[: len(b) - len(b) % k] for b in batches if len(b) >= k]
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
+        return iter(self.batches()[self.start :])
 
     def __len__(self) -> int:
         full, last = divmod(len(self.lengths), self.batch_size)
@@ -153,6 +158,13 @@ class TokenizedSplit(torch.utils.data.Dataset):
         """Predicted tokens: words plus one </s> per document (<s> is not predicted)."""
         return sum(self.lengths) + len(self.ids)
 
+    def fingerprint(self) -> str:
+        """A digest of the token ids (a resumed run checks it trains on the same data)."""
+        digest = hashlib.sha256()
+        digest.update(np.asarray(self.lengths, dtype=np.int64).tobytes())
+        digest.update(np.fromiter((i for ids in self.ids for i in ids), dtype=np.int64).tobytes())
+        return digest.hexdigest()
+
 
 class RandomBatches:
     """Endless fresh random training batches (the inner loop of aggressive training).
@@ -185,12 +197,21 @@ class RandomBatches:
             indices = self.rng.choice(n, self.batch_size, replace=False)
         return self.split.collate([self.split[int(i)] for i in indices])
 
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
 
 def make_loader(
     split: TokenizedSplit, batch_size: int, shuffle: bool, seed: int = 0, bucket: bool = True, multiple_of: int = 1
 ) -> DataLoader:
+    """Batches of `split` in the sampler's order. The loader draws a seed for worker processes from its own
+    generator each time it is iterated, not from the global random state: starting an epoch, or resuming
+    in the middle of one, leaves the training's random stream alone."""
     sampler = LengthBucketSampler(split.lengths, batch_size, shuffle, seed, bucket, multiple_of)
-    return DataLoader(split, batch_sampler=sampler, collate_fn=split.collate)
+    return DataLoader(split, batch_sampler=sampler, collate_fn=split.collate, generator=torch.Generator())
 
 
 def transfer(batch: Any, device: torch.device) -> Any:

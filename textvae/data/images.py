@@ -17,6 +17,7 @@ the resizing used by the preparers (`textvae.data.prepare`).
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import zipfile
 from collections.abc import Sequence
@@ -96,6 +97,10 @@ class ImageSplit(Dataset[tuple[int, np.ndarray]]):
     def __getitem__(self, i: int) -> tuple[int, np.ndarray]:
         """(i, uint8 [C, H, W]): 255 x the probability of ink (0 or 255 after fixed binarisation)."""
         return i, self._pixels[i]
+
+    def fingerprint(self) -> str:
+        """A digest of the pixels (a resumed run checks it trains on the same data)."""
+        return hashlib.sha256(np.ascontiguousarray(self._pixels).tobytes()).hexdigest()
 
     @property
     def random_collate(self) -> bool:

@@ -26,6 +26,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -412,7 +413,7 @@ def _read_file(path: Path) -> bytes:
             with gzip.open(path, "rb") as fh:
                 return fh.read()
         return path.read_bytes()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a damaged .gz
         raise TextVAEError(f"cannot read {path}: {exc}") from exc
 
 
@@ -657,19 +658,31 @@ def prepare_dataset(name: str, out_dir: Path, source: Path | None = None, overwr
     built = built if isinstance(built, Built) else Built(dict(built))
     for warning in built.warnings:
         logger.warning("%s: %s", name, warning)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}.tmp"
-    staging.mkdir()  # not mkdtemp: the folder keeps the umask's permissions once renamed
+    staging = _make_staging(out_dir)
     try:
         records = {fname: write_output(staging / fname, out, spec.labelled) for fname, out in built.outputs.items()}
         manifest = json.dumps(_manifest(spec, fetched, records, built), indent=2) + "\n"
         (staging / "manifest.json").write_text(manifest, encoding="utf-8")
         _move_into_place(staging, out_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    except OSError as err:
+        raise TextVAEError(f"{out_dir}: cannot write the prepared files ({err.strerror or err})") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when it was renamed into place
     logger.info("prepared %s in %s", name, out_dir)
     return out_dir
+
+
+def _make_staging(out_dir: Path) -> Path:
+    """An empty hidden folder beside `out_dir` to write into (not mkdtemp: it keeps the umask's permissions)."""
+    staging = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as err:
+        blocker = next((p for p in out_dir.parents if p.exists()), None)
+        reason = f"{blocker} is not a folder" if blocker and not blocker.is_dir() else err.strerror or err
+        raise TextVAEError(f"{out_dir}: cannot create the output folder ({reason})") from err
+    return staging
 
 
 import textvae.data.image_datasets  # noqa: E402, F401  (registers mnist and omniglot)

@@ -31,8 +31,11 @@ def _provenance(manifest: Path) -> dict:
     return {"dataset": record.get("dataset"), "source": record.get("source"), "warnings": record.get("warnings", [])}
 
 
-def training_splits(recipe: Recipe) -> tuple[Split, Split, TextTokenizer | None, dict]:
-    """(train, valid, tokenizer (None for images), statistics for data_stats.json) of a recipe."""
+def training_splits(
+    recipe: Recipe, tokenizer: TextTokenizer | None = None
+) -> tuple[Split, Split, TextTokenizer | None, dict]:
+    """(train, valid, tokenizer (None for images), statistics for data_stats.json) of a recipe; the tokenizer
+    is built on the training data unless given (a resumed run's)."""
     cfg = recipe.data
     if isinstance(cfg, ImageDataConfig):
         train, valid = _image_split(cfg, "train", cfg.limit_train), _image_split(cfg, "valid")
@@ -40,7 +43,7 @@ def training_splits(recipe: Recipe) -> tuple[Split, Split, TextTokenizer | None,
             name: {"images": len(s), "shape": list(s.image_shape)} for name, s in (("train", train), ("valid", valid))
         }
         return train, valid, None, {**stats, **_provenance(Path(cfg.train).parent / "manifest.json")}
-    splits, tokenizer, stats = prepare_corpus(cfg, splits=("train", "valid"))
+    splits, tokenizer, stats = prepare_corpus(cfg, tokenizer, splits=("train", "valid"))
     train, valid = (TokenizedSplit.from_dataset(splits[name]) for name in ("train", "valid"))
     return train, valid, tokenizer, {k: asdict(v) for k, v in stats.items()}
 

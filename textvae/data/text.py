@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +40,14 @@ def _open_bytes(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
         return gzip.decompress(raw) if path.suffix == ".gz" else raw
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:  # zlib.error: a damaged .gz
         raise TextVAEError(f"{path}: cannot read ({err})") from err
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines as `datasets`' text loader reads them: broken at universal newlines (\\n, \\r\\n, \\r) only, not
+    at the other breaks `str.splitlines` knows (\\x0b, \\x0c, \\x1c-\\x1e, \\x85, \\u2028, \\u2029)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def check_text_file(path: Path, labeled: bool = False) -> int:
@@ -55,9 +62,9 @@ def check_text_file(path: Path, labeled: bool = False) -> int:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
+        line = len(split_lines(raw[: err.start].decode("utf-8")))
         raise TextVAEError(f"{path}:{line}: invalid UTF-8 byte 0x{raw[err.start]:02x}") from err
-    lines = text.splitlines()  # the same line breaks as `datasets`' text loader (\r, \u2028, ... too)
+    lines = split_lines(text)
     count = 0
     for number, line in enumerate(lines, start=1):
         if len(line) > MAX_LINE_CHARS:
@@ -143,7 +150,10 @@ def tokenize_splits(
             for label in kept["label"]:
                 st.labels[label] = st.labels.get(label, 0) + 1
         if st.documents == 0:
-            raise TextVAEError(f"data.{name}: no documents left after tokenization and max_length={cfg.max_length}")
+            raise TextVAEError(
+                f"{getattr(cfg, name)} (data.{name}): no documents left after tokenization "
+                f"and max_length={cfg.max_length}"
+            )
         if st.truncated or st.dropped_overlong:
             logger.info(
                 "%s: %d documents truncated, %d dropped (max_length=%s)",

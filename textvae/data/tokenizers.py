@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -97,7 +98,11 @@ class WordTokenizer:
     def load(cls, directory: Path) -> WordTokenizer:
         from tokenizers import Tokenizer
 
-        return cls(Tokenizer.from_file(str(directory / WORD_FILE)))
+        path = _saved_file(directory / WORD_FILE)
+        try:
+            return cls(Tokenizer.from_file(str(path)))
+        except Exception as err:  # noqa: BLE001 - `tokenizers` raises plain Exceptions for unreadable files
+            raise TextVAEError(f"{path}: not a readable tokenizer file ({_first_line(err)})") from err
 
     @property
     def vocab_size(self) -> int:
@@ -149,7 +154,14 @@ class SentencePieceTokenizer:
 
     @classmethod
     def load(cls, directory: Path) -> SentencePieceTokenizer:
-        return cls((directory / SPM_FILE).read_bytes())
+        path = _saved_file(directory / SPM_FILE)
+        try:
+            tok = cls(path.read_bytes())
+        except (OSError, RuntimeError) as err:
+            raise TextVAEError(f"{path}: not a readable sentencepiece model ({_first_line(err)})") from err
+        if tok.vocab_size == 0:
+            raise TextVAEError(f"{path}: not a readable sentencepiece model (no pieces)")
+        return tok
 
     @property
     def vocab_size(self) -> int:
@@ -188,8 +200,8 @@ class PretrainedTokenizer:
             raise TextVAEError(f"{path}: no Hugging Face tokenizer (tokenizer.json or tokenizer_config.json)")
         try:
             tok = AutoTokenizer.from_pretrained(str(path))
-        except (OSError, ValueError, TypeError) as err:
-            raise TextVAEError(f"{path}: cannot load a Hugging Face tokenizer ({str(err).splitlines()[0]})") from err
+        except Exception as err:  # noqa: BLE001 - damaged JSON files surface as any exception (KeyError, AttributeError...)
+            raise TextVAEError(f"{path}: cannot load a Hugging Face tokenizer ({_first_line(err)})") from err
         if not tok.is_fast:
             raise TextVAEError(f"{path}: a fast (tokenizers-backed) Hugging Face tokenizer is needed")
         return cls(tok)
@@ -253,6 +265,8 @@ def read_vocab_file(path: Path) -> list[str]:
             words = [line.strip() for line in handle]
     except UnicodeDecodeError as err:
         raise TextVAEError(f"{path}: vocabulary file is not UTF-8 text") from err
+    except (OSError, EOFError, zlib.error) as err:  # zlib.error: a damaged .gz
+        raise TextVAEError(f"{path}: cannot read the vocabulary file ({_first_line(err)})") from err
     words = [w.split()[0] for w in words if w]
     if not words:
         raise TextVAEError(f"{path}: vocabulary file is empty")
@@ -292,9 +306,32 @@ def save_tokenizer(tok: TextTokenizer, directory: Path) -> None:
     (directory / "tokenizer_type.json").write_text(json.dumps({"type": kind}))
 
 
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _saved_file(path: Path) -> Path:
+    """`path`, or a one-line error when a saved tokenizer lacks it."""
+    if not path.is_file():
+        raise TextVAEError(f"{path}: missing from the saved tokenizer")
+    return path
+
+
+def _saved_kind(meta: Path) -> str:
+    """The tokenizer type recorded in tokenizer_type.json; errors name the file."""
+    try:
+        record = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TextVAEError(f"{meta}: not valid JSON ({_first_line(err)})") from err
+    kind = record.get("type") if isinstance(record, dict) else None
+    if not isinstance(kind, str) or kind not in SAVED_KINDS:
+        raise TextVAEError(f"{meta}: key 'type' must be one of {', '.join(SAVED_KINDS)} (got {kind!r})")
+    return kind
+
+
 def load_tokenizer(directory: Path) -> TextTokenizer:
+    """The tokenizer saved in `directory` by `save_tokenizer`; a missing or damaged file is a one-line error."""
     meta = directory / "tokenizer_type.json"
     if not meta.is_file():
         raise TextVAEError(f"{directory}: no saved tokenizer (tokenizer_type.json missing)")
-    kind = json.loads(meta.read_text())["type"]
-    return SAVED_KINDS.get(kind, WordTokenizer).load(directory)
+    return SAVED_KINDS[_saved_kind(meta)].load(directory)

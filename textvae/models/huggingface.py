@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCache, PreTrainedModel
 
@@ -33,6 +34,7 @@ from textvae.data.tokenizers import SPECIAL_TOKENS, has_hf_tokenizer
 from textvae.errors import TextVAEError
 from textvae.models.base import TokenDecoder, architecture, check_pooling, document_mask, pool
 from textvae.models.posteriors import Posterior, PosteriorHead
+from textvae.models.weights import check_weights
 
 if TYPE_CHECKING:
     from textvae.models.model import LatentVariableConfig
@@ -93,10 +95,13 @@ def load_hf_model(
     if directory is not None:
         if not Path(directory).is_dir():
             raise TextVAEError(f"{directory}: no such pretrained model directory")
+        check_weights(Path(directory))  # safetensors only: never pytorch_model.bin or another pickle
         try:
             # float32 like the rest of the model (mixed precision is the trainer's business)
-            return auto_class.from_pretrained(directory, dtype=torch.float32, local_files_only=True, **attention)
-        except (OSError, ValueError, KeyError) as err:
+            return auto_class.from_pretrained(
+                directory, dtype=torch.float32, local_files_only=True, use_safetensors=True, **attention
+            )
+        except (OSError, ValueError, KeyError, SafetensorError) as err:
             raise TextVAEError(f"{directory}: cannot load a Hugging Face model ({str(err).splitlines()[0]})") from err
     spec = {**(config or {}), **attention}
     if "vocab_size" not in spec:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
@@ -17,10 +18,12 @@ import textvae.models.images  # noqa: F401  (registers pixelcnn_vae, pixelcnn_lm
 import textvae.models.transformer  # noqa: F401  (registers transformer_vae, transformer_lm)
 from textvae.config import ModelConfig
 from textvae.errors import TextVAEError
+from textvae.jsonfiles import read_json_object
 from textvae.models.base import ARCHITECTURES, architecture
 from textvae.models.lstm import LSTMDecoder, LSTMEncoder, uniform_init
 from textvae.models.posteriors import DiagonalGaussian, MeanBatchNorm, Posterior
 from textvae.models.priors import build_prior
+from textvae.models.weights import check_weights
 
 hf_logging.disable_progress_bar()  # saving and loading small models needs no progress bar
 
@@ -196,13 +199,40 @@ def build_model(cfg: ModelConfig, vocab_size: int) -> LatentVariableModel:
     return LatentVariableModel(LatentVariableConfig.from_recipe(cfg, vocab_size))
 
 
-def load_model(directory: Path, device: str = "cpu") -> LatentVariableModel:
-    """Load a saved model (config.json + model.safetensors) from a directory."""
-    if not (directory / "config.json").is_file() or not (directory / "model.safetensors").is_file():
+def check_saved_config(config: Path, model_type: str | None = None) -> None:
+    """Refuse a config.json of another library's model or, given `model_type`, of another textvae model type."""
+    record = read_json_object(config)
+    saved_type = record.get("model_type")
+    if saved_type != LatentVariableModel.config_class.model_type:
+        raise TextVAEError(f"{config}: model_type {saved_type!r}: not a textvae model (a Hugging Face directory?)")
+    architecture = record.get("architecture")
+    if model_type is not None and architecture != model_type:
+        raise TextVAEError(
+            f"{config}: key 'architecture' is {architecture!r} but the run's recipe.yaml has model.type {model_type}"
+        )
+
+
+def load_model(directory: Path, device: str = "cpu", model_type: str | None = None) -> LatentVariableModel:
+    """Load a saved model (config.json + model.safetensors) from a directory; refused in one line unless it
+    is a complete textvae model (of `model_type`, if given)."""
+    config = directory / "config.json"
+    if not config.is_file() or not (directory / "model.safetensors").is_file():
         raise TextVAEError(f"{directory}: no saved model (config.json and model.safetensors expected)")
+    check_saved_config(config, model_type)
+    check_weights(directory)  # nothing but safetensors is read, whatever else the directory holds
     try:
-        model = LatentVariableModel.from_pretrained(str(directory), use_safetensors=True)
-    except (OSError, ValueError, RuntimeError) as err:
+        model, info = LatentVariableModel.from_pretrained(
+            str(directory), use_safetensors=True, output_loading_info=True, ignore_mismatched_sizes=True
+        )
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         raise TextVAEError(f"{directory}: cannot load model ({str(err).splitlines()[0]})") from err
+    except (TypeError, KeyError, AttributeError) as err:  # well-formed JSON with values of the wrong kind
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        raise TextVAEError(f"{config}: not a valid textvae model config ({reason})") from err
+    wrong = [
+        f"{kind.replace('_', ' ')}: {', '.join(sorted(map(str, keys))[:3])}" for kind, keys in info.items() if keys
+    ]
+    if wrong:  # a missing tensor would otherwise be left as freshly initialised (or uninitialised) memory
+        raise TextVAEError(f"{directory / 'model.safetensors'}: does not match config.json ({'; '.join(wrong)})")
     model.prior.requires_grad_(model.config.section.prior.learnable)  # loading makes every parameter trainable
     return model.to(device).eval()

@@ -11,6 +11,7 @@ from textvae.config import DiscriminatorConfig, WAEGANConfig
 from textvae.objectives.base import objective
 from textvae.objectives.wae import LatentMatchingObjective
 from textvae.training.distributed import average_gradients
+from textvae.training.guards import NonFiniteGuard, grad_norm
 
 
 def make_discriminator(latent_dim: int, cfg: DiscriminatorConfig) -> nn.Sequential:
@@ -31,6 +32,8 @@ class WAEGAN(LatentMatchingObjective):
     batch's detached z_q against as many prior samples (binary cross-entropy). D is built on the first call
     (`discriminator`, `optimizer`); it never sends gradients into the model, and the model's loss never
     reaches D's parameters. A learnable prior gets no gradient from this objective: its samples only train D.
+    A non-finite discriminator loss or gradient skips D's step only; `guard` counts it (the update rule sets its
+    own guard here, so one guard counts every skipped step).
     """
 
     selection_metric = "rec"
@@ -43,6 +46,7 @@ class WAEGAN(LatentMatchingObjective):
         self.cfg = cfg
         self.discriminator: nn.Sequential | None = None
         self.optimizer: torch.optim.Adam | None = None
+        self.guard = NonFiniteGuard()
 
     def build(self, latent_dim: int, device: torch.device | str) -> nn.Sequential:
         """The discriminator (float32, whatever the model's precision) and its optimiser, created once; call it
@@ -52,16 +56,30 @@ class WAEGAN(LatentMatchingObjective):
             self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
         return self.discriminator
 
+    def state_dict(self) -> dict:
+        """The discriminator and its optimiser (empty before the first training step builds them)."""
+        if self.discriminator is None:
+            return {}
+        return {"discriminator": self.discriminator.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict, latent_dim: int, device: torch.device | str) -> None:
+        if state:
+            self.build(latent_dim, device).load_state_dict(state["discriminator"])
+            self.optimizer.load_state_dict(state["optimizer"])
+
     def discriminator_step(self, posterior_z: torch.Tensor, prior_z: torch.Tensor) -> float:
-        """One step of D on posterior samples (label 0) vs prior samples (label 1); returns its loss."""
+        """One step of D on posterior samples (label 0) vs prior samples (label 1), unless the guard skips it;
+        returns its loss."""
         discriminator = self.build(posterior_z.shape[-1], posterior_z.device)
         logits = discriminator(torch.cat([posterior_z.detach(), prior_z.detach()]).float()).squeeze(-1)
         labels = torch.cat([torch.zeros_like(logits[: len(posterior_z)]), torch.ones_like(logits[len(posterior_z) :])])
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        average_gradients(discriminator.parameters())  # data-parallel processes keep one discriminator
-        self.optimizer.step()
+        params = list(discriminator.parameters())
+        average_gradients(params)  # data-parallel processes keep one discriminator
+        if self.guard.finite(grad_norm(params), loss, params, part="discriminator"):
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.item()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,13 +50,16 @@ def first_documents(path: Path, n: int, labeled: bool = False) -> list[str]:
     """The first `n` non-blank documents of a corpus file (gzipped or not; `label<TAB>text` when labeled)."""
     opener = gzip.open if path.suffix == ".gz" else open
     documents: list[str] = []
-    with opener(path, "rt", encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            text = line.split("\t", 1)[-1] if labeled else line
-            if text.strip():
-                documents.append(text.strip())
-            if len(documents) >= n:
-                break
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                text = line.split("\t", 1)[-1] if labeled else line
+                if text.strip():
+                    documents.append(text.strip())
+                if len(documents) >= n:
+                    break
+    except (OSError, EOFError, zlib.error) as err:  # zlib.error: a damaged .gz
+        raise TextVAEError(f"{path}: cannot read ({err})") from err
     return documents
 
 
@@ -90,7 +94,11 @@ def generate(directory: Path, options: GenerationOptions) -> Generations:
             "run was trained from): no reconstructions or interpolation"
         )
         return out
-    documents = first_documents(path, wanted, labeled=data.format == "labeled")
+    try:
+        documents = first_documents(path, wanted, labeled=data.format == "labeled")
+    except TextVAEError as err:
+        out.notes.append(f"no reconstructions or interpolation: {err}")
+        return out
     out.source = f"{split} file {file}"
     if options.reconstructions:
         texts = documents[: options.reconstructions]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import os
+import tempfile
+from collections.abc import Callable, Sequence
 from html import escape
 from pathlib import Path
 
@@ -201,6 +203,27 @@ def write_html_report(
         for summary in summaries:
             summary.generations = generate(summary.directory, generation)
     figs = build_figures(summaries)
-    markdown = write_markdown(summaries, figs, out.with_suffix(".md"), title)
-    write_atomic(out, render_html(summaries, figs, title).encode("utf-8"))
-    return out, markdown
+    html = render_html(summaries, figs, title).encode("utf-8")
+    try:
+        _write_together(out, lambda staged: _write_pages(summaries, figs, title, html, staged))
+    except (OSError, TextVAEError) as err:
+        cause = err if isinstance(err, OSError) else err.__cause__
+        if not isinstance(cause, OSError):
+            raise
+        raise TextVAEError(f"{out}: cannot write the report ({cause.strerror or cause})") from err
+    return out, out.with_suffix(".md")
+
+
+def _write_pages(summaries: Sequence[RunSummary], figs: ReportFigures, title: str, html: bytes, out: Path) -> None:
+    write_markdown(summaries, figs, out.with_suffix(".md"), title)
+    write_atomic(out, html)
+
+
+def _write_together(out: Path, write: Callable[[Path], None]) -> None:
+    """Run `write(staged)` in a hidden folder beside `out`, then move every file it made next to `out`: a
+    failed write (disk full, say) leaves no new file there and no old one replaced."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.") as staging:
+        write(Path(staging) / out.name)
+        for path in sorted(Path(staging).iterdir()):
+            os.replace(path, out.with_name(path.name))

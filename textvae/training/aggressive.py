@@ -20,8 +20,6 @@ from textvae.training.updates import (
     UpdateContext,
     UpdateRule,
     batch_terms,
-    clip_and_step,
-    clip_gradients,
     make_optimizer,
     trainable,
     update_rule,
@@ -50,14 +48,17 @@ class ConvergenceCheck:
         self.tokens = 0
 
     def converged(self, step: int, loss_sum: float, n_tokens: int) -> bool:
-        """Add one inner step (1-based `step`); True when a finished window did not improve on the last."""
+        """Add one inner step (1-based `step`; a skipped one adds 0 tokens); True when a finished window did not
+        improve on the last."""
         self.loss += loss_sum
         self.tokens += n_tokens
         if step % self.every:
             return False
         window = reduce_sums({"loss": self.loss, "tokens": self.tokens})
-        current = window["loss"] / max(window["tokens"], 1)
         self.loss, self.tokens = 0.0, 0
+        if not window["tokens"]:  # every step of the window was skipped (non-finite): nothing to compare
+            return False
+        current = window["loss"] / window["tokens"]
         stop = current > self.previous
         self.previous = current
         return stop
@@ -68,6 +69,7 @@ class AggressiveUpdate(UpdateRule):
     """Encoder-only inner loop, then a decoder-only step; the joint step once switched off."""
 
     wants_val_mi = True
+    resumable = ("aggressive", "best_mi", "mi_not_improved")
 
     def __init__(self, ctx: UpdateContext) -> None:
         if getattr(ctx.model, "encoder", None) is None:
@@ -113,10 +115,11 @@ class AggressiveUpdate(UpdateRule):
             with frozen(self.decoder_params) if self.cfg.inner_clip == "encoder" else contextlib.nullcontext():
                 out = self.objective(self.model, batch, step)
                 set_grads(clipped, out.loss)
-            clip_and_step(clipped, self.encoder_optimizer, self.clip)
+            stepped = self.clip_and_step(clipped, [self.encoder_optimizer], out.loss, step)
             for param in clipped[len(self.encoder_params) :]:
                 param.grad = None  # decoder gradients only entered the clipping norm
-            if check.converged(inner, out.loss.item() * len(batch), batch.n_predicted):
+            loss_sum, n_tokens = (out.loss.item() * len(batch), batch.n_predicted) if stepped else (0.0, 0)
+            if check.converged(inner, loss_sum, n_tokens):
                 return inner
         return self.cfg.max_inner_steps
 
@@ -126,13 +129,11 @@ class AggressiveUpdate(UpdateRule):
 
     def _outer_step(self, batch: TextBatch, step: int, train_encoder: bool) -> dict[str, float]:
         """He et al.'s outer step: gradients of both parts clipped together; the encoder steps only when
-        aggressive mode is off (the joint update)."""
+        aggressive mode is off (the joint update); a non-finite loss or gradient skips both optimisers."""
         self.encoder_optimizer.zero_grad(set_to_none=True)
         self.decoder_optimizer.zero_grad(set_to_none=True)
         out = self.objective(self.model, batch, step)
         out.loss.backward()
-        clip_gradients(self.encoder_params + self.decoder_params, self.clip)
-        if train_encoder:
-            self.encoder_optimizer.step()
-        self.decoder_optimizer.step()
+        optimizers = [self.encoder_optimizer, self.decoder_optimizer] if train_encoder else [self.decoder_optimizer]
+        self.clip_and_step(self.encoder_params + self.decoder_params, optimizers, out.loss, step)
         return batch_terms(out.loss, out.terms, batch)

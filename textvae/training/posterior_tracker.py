@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+
 from textvae.config import PosteriorMeanPlotConfig
 from textvae.data.batching import TokenizedSplit
 from textvae.errors import TextVAEError
@@ -55,6 +57,16 @@ class PosteriorMeanTracker:
         with self._timed():
             approx, exact = posterior_means(self.model, self.split, self.cfg.points, self.cfg, self.batch_size)
             self.snapshots.append((label, approx.numpy(), exact.numpy()))
+
+    def state_dict(self) -> list[dict]:
+        """The snapshots so far (a checkpoint keeps them)."""
+        return [
+            {"label": label, "approx": torch.from_numpy(approx), "exact": torch.from_numpy(exact)}
+            for label, approx, exact in self.snapshots
+        ]
+
+    def load_state_dict(self, state: list[dict]) -> None:
+        self.snapshots = [(s["label"], s["approx"].numpy(), s["exact"].numpy()) for s in state]
 
     def save(self) -> None:
         """Write run_dir/posterior_mean.json and, with at least one snapshot, run_dir/posterior_mean.png."""

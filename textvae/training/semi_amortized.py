@@ -18,7 +18,7 @@ from textvae.errors import TextVAEError
 from textvae.inference.svi import refine_differentiable
 from textvae.models.base import frozen
 from textvae.models.posteriors import DiagonalGaussian
-from textvae.training.updates import UpdateContext, UpdateRule, batch_terms, clip_and_step, update_rule
+from textvae.training.updates import UpdateContext, UpdateRule, batch_terms, update_rule
 
 NEEDS = ("example_losses", "loss_from_posterior")  # what the objective must offer
 
@@ -54,7 +54,7 @@ class SemiAmortizedUpdate(UpdateRule):
         with self._scoring():
             pulled = self._pullback(trace, mean.grad, logvar.grad)
         torch.autograd.backward([posterior0.mean, posterior0.logvar], pulled)
-        clip_and_step(self.params, self.optimizer, self.clip)
+        self.clip_and_step(self.params, [self.optimizer], out.loss, step)  # every gradient in, the pullback's too
         return {
             **batch_terms(out.loss, out.terms, batch),
             "svi_loss_start": trace.loss_start,

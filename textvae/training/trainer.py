@@ -1,4 +1,5 @@
-"""The training loop: epochs of update steps, validation, He et al.'s lr decay, checkpoints, metrics.jsonl."""
+"""The training loop: epochs of update steps, validation, He et al.'s lr decay, checkpoints and exact resume,
+metrics.jsonl."""
 
 from __future__ import annotations
 
@@ -7,27 +8,29 @@ import copy
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-import numpy as np
 import torch
 
+from textvae.atomic import write_atomic
 from textvae.config import Recipe
 from textvae.data.batching import Prefetcher, RandomBatches, make_loader, transfer
 from textvae.data.images import ImageSplit
 from textvae.data.splits import Split
 from textvae.data.tokenizers import TextTokenizer
+from textvae.errors import TextVAEError
 from textvae.evaluation import latent_metrics
 from textvae.evaluation.likelihood import elbo_nll
 from textvae.objectives import build_objective
-from textvae.training import distributed
-from textvae.training.checkpoint import save_checkpoint
+from textvae.training import distributed, random_state
+from textvae.training.checkpoint import CheckpointStore
+from textvae.training.metrics import MetricsLog, RunningSums, summed_over_processes
 from textvae.training.posterior_tracker import PosteriorMeanTracker
+from textvae.training.random_state import seed_everything
 from textvae.training.updates import UpdateContext, build_update
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ class TrainerState:
     not_improved: int = 0
     decays: int = 0
     stopped_early: bool = False
+    batches_done: int = 0  # batches of epoch `epoch` already trained (non-zero in a mid-epoch checkpoint)
 
 
 def denormals_flushed() -> bool:
@@ -92,39 +96,7 @@ def random_training_batches(recipe: Recipe, train: Split) -> RandomBatches:
     return RandomBatches(train, recipe.data.batch_size, recipe.train.seed, similar, distributed.world_size())
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-SUMMED_TERMS = ("loss", "rec", "kl", "n")  # sums over a batch's documents; other terms are per-step values
-TOKENS = "_n_tokens"
-
-
-class MetricsLog:
-    """Appends one JSON object per line to metrics.jsonl (flushed, so a crash loses nothing logged); only the
-    main process of a data-parallel run writes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def write(self, record: dict) -> None:
-        if not distributed.is_main():
-            return
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-
-def summed_over_processes(terms: dict[str, float], n_tokens: int) -> tuple[dict[str, float], int]:
-    """A step's terms and predicted tokens over all data-parallel processes: per-document sums added up, the
-    per-step values (KL weight, inner steps, SVI losses, ...) averaged."""
-    world = distributed.world_size()
-    if world == 1:
-        return terms, n_tokens
-    totals = distributed.reduce_sums({**terms, TOKENS: n_tokens})
-    summed = {k: totals[k] if k in SUMMED_TERMS else totals[k] / world for k in terms}
-    return summed, int(totals[TOKENS])
+FINAL_STATE = "trainer_state.json"  # written when a run finishes
 
 
 class Trainer:
@@ -133,6 +105,9 @@ class Trainer:
     Under torchrun (a joined process group, see `distributed.session`) every process reads the same global
     batches and trains on its equal share, gradients averaged; validation runs on every process and rank 0's
     numbers decide (best epoch, lr decay, aggressive switch-off); only rank 0 logs, shows progress and writes.
+
+    A checkpoint is written after every epoch (and every `train.checkpoints.every_steps` updates); `restore`
+    with a checkpoint's training state before `fit` continues the run exactly where that checkpoint was taken.
     """
 
     def __init__(
@@ -169,9 +144,15 @@ class Trainer:
         self.state = TrainerState(lr=recipe.optim.lr)
         self.model.to(self.device).set_precision(recipe.train.precision).set_compiled(recipe.train.compile)
         distributed.broadcast_tensors([*self.model.parameters(), *self.model.buffers()])  # rank 0's start
+        self.random_batches = random_training_batches(recipe, train)
         self.update = build_update(self._update_context())
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
+        self.checkpoints = CheckpointStore(run_dir, recipe.train.checkpoints.keep_last)
         self._best_weights: dict[str, torch.Tensor] | None = None
+        self._window = RunningSums(self.per_token)  # since the last logged step
+        self._epoch = RunningSums(self.per_token)  # since the epoch began
+        self._restored_rng: dict | None = None
+        self._fingerprints: dict[str, str] | None = None
         plot = recipe.train.posterior_mean_plot
         self.tracker = (
             None
@@ -181,14 +162,14 @@ class Trainer:
 
     def _update_context(self) -> UpdateContext:
         cfg = self.recipe
-        random_batches = random_training_batches(cfg, self.train_split)
         return UpdateContext(
             model=self.model,
             objective=self.objective,
             optim=cfg.optim,
             cfg=cfg.update,
             lr=cfg.optim.lr,
-            sample_batch=lambda: self._local(random_batches()),
+            sample_batch=lambda: self._local(self.random_batches()),
+            max_nonfinite=cfg.train.max_nonfinite,
         )
 
     def _local(self, batch):
@@ -207,6 +188,8 @@ class Trainer:
     def fit(self) -> TrainerState:
         cfg = self.recipe.train
         seed_everything(cfg.seed)
+        if self._restored_rng is not None:
+            random_state.restore(self._restored_rng)
         with flush_denormals(self.device), cudnn_autotuned(self.device):
             self._fit()
         return self.state
@@ -218,7 +201,8 @@ class Trainer:
             total = min(total, cfg.max_steps)
         for cb in self.callbacks:
             cb.on_train_begin(total, self.steps_per_epoch)
-        self._track_posterior_means()
+        if self._restored_rng is None:
+            self._track_posterior_means()
         while self.state.epoch < cfg.epochs and not self._out_of_steps():
             epoch_metrics = self._train_epoch()
             epoch_metrics.update(self._validate())
@@ -234,11 +218,11 @@ class Trainer:
         return self.recipe.train.max_steps is not None and self.state.step >= self.recipe.train.max_steps
 
     def _train_epoch(self) -> dict:
+        """The rest of epoch `state.epoch` (all of it unless resumed from a mid-epoch checkpoint)."""
         self.model.train()
-        self.loader.batch_sampler.set_epoch(self.state.epoch)
-        window = _Accumulator(self.per_token)
-        epoch = _Accumulator(self.per_token)
-        started = time.perf_counter()
+        self.loader.batch_sampler.set_epoch(self.state.epoch, start=self.state.batches_done)
+        every = self.recipe.train.checkpoints.every_steps
+        started = self._epoch.started = self._window.started = time.perf_counter()
         for batch in self._training_batches():
             if self._out_of_steps():
                 break
@@ -246,30 +230,38 @@ class Trainer:
                 terms = self.update(batch, self.state.step)
             terms, n_tokens = summed_over_processes(terms, batch.n_predicted)
             self.state.step += 1
+            self.state.batches_done += 1
             plotting = self._track_posterior_means()  # plotting time is not training time
             started += plotting
-            window.started += plotting
-            window.add(terms, n_tokens)
-            epoch.add(terms, n_tokens)
+            self._window.started += plotting
+            if math.isfinite(terms["loss"]):  # a skipped update's loss is counted by the guard, not averaged
+                self._window.add(terms, n_tokens)
+                self._epoch.add(terms, n_tokens)
             if self.state.step % self.recipe.train.log_every == 0:
-                record = {
-                    "kind": "step",
-                    "step": self.state.step,
-                    "epoch": self.state.epoch,
-                    **window.summary(),
-                    "lr": self.state.lr,
-                }
-                record["tokens_per_s"] = window.tokens / max(1e-9, time.perf_counter() - window.started)
-                self.metrics.write(record)
-                window = _Accumulator(self.per_token)
+                self._log_step()
             for cb in self.callbacks:
                 cb.on_step(self.state.step, {**terms, "n_tokens": n_tokens if self.per_token else 0})
+            if every and self.state.step % every == 0 and self.state.batches_done < self.steps_per_epoch:
+                self._checkpoint()  # the last batch's checkpoint is the epoch's, after validation
         seconds = time.perf_counter() - started
+        epoch, self._epoch = self._epoch, RunningSums(self.per_token)
+        self.state.batches_done = 0
         return {
             **{f"train_{k}": v for k, v in epoch.summary().items()},
             "epoch_seconds": seconds,
             "train_tokens_per_s": epoch.tokens / max(seconds, 1e-9),
+            "nonfinite_skipped": self.update.guard.skipped,
         }
+
+    def _log_step(self) -> None:
+        window = self._window
+        record = {"kind": "step", "step": self.state.step, "epoch": self.state.epoch, **window.summary()}
+        record["lr"] = self.state.lr
+        record["tokens_per_s"] = window.tokens / max(1e-9, time.perf_counter() - window.started)
+        if self.update.guard.skipped:
+            record["nonfinite_skipped"] = self.update.guard.skipped
+        self.metrics.write(record)
+        self._window = RunningSums(self.per_token)
 
     def _validate(self) -> dict:
         distributed.broadcast_tensors(self.model.buffers())  # e.g. BN-VAE's running statistics: rank 0's
@@ -288,7 +280,7 @@ class Trainer:
         if improved:
             st.best_val, st.best_epoch, st.not_improved = val, st.epoch, 0
             self._best_weights = copy.deepcopy(self.model.state_dict())
-            self._save("model")
+            self._publish_best()
         else:
             st.not_improved += 1
             # st.epoch counts finished epochs; He et al. test their 0-based `epoch >= 15`
@@ -305,7 +297,7 @@ class Trainer:
             "lr_decays": st.decays,
         }
         self.metrics.write(record)
-        self._save("checkpoints/last", asdict(st))
+        self._checkpoint()
         shown = ("elbo_nll", "rec", "ppl", "rec_ppl", "kl", "mi", "au")
         logger.info(
             "epoch %d: %s%s",
@@ -316,10 +308,83 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_end(st.epoch, record)
 
-    def _save(self, where: str, state: dict | None = None) -> None:
-        """A checkpoint under the run directory, written by the main process only."""
+    # -- checkpoints and resume ----------------------------------------------------------------
+
+    def _publish_best(self) -> None:
+        """The model as run_dir/model (the best so far), written by the main process only."""
         if distributed.is_main():
-            save_checkpoint(self.run_dir / where, self.model, self.tokenizer, state)
+            self._check_finite()
+            self.checkpoints.publish_best(self.model, self.tokenizer)
+
+    def _checkpoint(self) -> None:
+        """A resumable checkpoint of this moment, written by the main process only."""
+        if distributed.is_main():
+            self._check_finite()
+            self.checkpoints.save(self.state.step, self.model, self.tokenizer, self.training_state())
+
+    def _check_finite(self) -> None:
+        """A checkpoint never holds a non-finite weight: refuse (the previous checkpoints stay)."""
+        for name, tensor in self.model.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise TextVAEError(
+                    f"training stopped at update step {self.state.step}: weight {name} is not finite; "
+                    f"the last good checkpoint is in {self.checkpoints.directory}"
+                )
+
+    def training_state(self) -> dict[str, Any]:
+        """Everything besides the model weights that `restore` needs to continue exactly from here."""
+        return {
+            "trainer": asdict(self.state),
+            "accumulators": {"window": self._window.state_dict(), "epoch": self._epoch.state_dict()},
+            "update": self.update.state_dict(),
+            "objective": self.objective.state_dict() if hasattr(self.objective, "state_dict") else {},
+            "random": random_state.capture(),
+            "random_batches": self.random_batches.state_dict(),
+            "best_weights": self._best_weights,
+            "posterior_means": None if self.tracker is None else self.tracker.state_dict(),
+            "metrics_bytes": self.metrics.size(),
+            "data": self._data_fingerprints(),
+        }
+
+    def _data_fingerprints(self) -> dict[str, str]:
+        if self._fingerprints is None:
+            self._fingerprints = {"train": self.train_split.fingerprint(), "valid": self.valid_split.fingerprint()}
+        return self._fingerprints
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's training state (the model already holds its weights): optimisers,
+        schedules, update-rule and objective state, random states, data position; metrics.jsonl is cut back
+        to what had been logged then, and run_dir/model is made the checkpoint's best model again."""
+        for name, digest in self._data_fingerprints().items():
+            if state["data"][name] != digest:
+                raise TextVAEError(
+                    f"data.{name}: the data differs from what this run was trained on (changed since the run "
+                    "started); put the original back or start a new run"
+                )
+        self.state = TrainerState(**state["trainer"])
+        self._window.load_state_dict(state["accumulators"]["window"])
+        self._epoch.load_state_dict(state["accumulators"]["epoch"])
+        self.update.load_state_dict(state["update"])
+        if hasattr(self.objective, "load_state_dict"):
+            self.objective.load_state_dict(state["objective"], self.model.latent_dim, self.device)
+        self.random_batches.load_state_dict(state["random_batches"])
+        self._restored_rng = state["random"]
+        if self.tracker is not None and state["posterior_means"] is not None:
+            self.tracker.load_state_dict(state["posterior_means"])
+        self.metrics.truncate(state["metrics_bytes"])
+        self._best_weights = state["best_weights"]
+        if self._best_weights is not None:
+            self._best_weights = {k: v.to(self.device) for k, v in self._best_weights.items()}
+            current = copy.deepcopy(self.model.state_dict())
+            self.model.load_state_dict(self._best_weights)
+            self._publish_best()
+            self.model.load_state_dict(current)
+        logger.info(
+            "resumed at update step %d (epoch %d, batch %d)",
+            self.state.step,
+            self.state.epoch + 1,
+            self.state.batches_done,
+        )
 
     def _decay_lr(self) -> None:
         """He et al.: restore the best weights, multiply the lr, start a fresh optimiser."""
@@ -349,37 +414,4 @@ class Trainer:
         if self._best_weights is not None:
             self.model.load_state_dict(self._best_weights)
         if distributed.is_main():
-            (self.run_dir / "trainer_state.json").write_text(json.dumps(asdict(self.state), indent=1))
-
-
-class _Accumulator:
-    """Sums per-batch terms; reports per-document means, a training perplexity, per-step means of the rest."""
-
-    PER_DOCUMENT = (*SUMMED_TERMS, "kl_weight")  # reported per document (kl_weight: the latest value)
-
-    def __init__(self, per_token: bool = True) -> None:
-        self.per_token = per_token  # False for images: no perplexity over pixels
-        self.sums: dict[str, float] = {}
-        self.tokens = 0
-        self.steps = 0
-        self.started = time.perf_counter()
-
-    def add(self, terms: dict[str, float], n_tokens: int) -> None:
-        for key, value in terms.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
-        self.sums["kl_weight"] = terms.get("kl_weight", 0.0)
-        self.tokens += n_tokens
-        self.steps += 1
-
-    def summary(self) -> dict[str, float]:
-        n = max(self.sums.get("n", 0.0), 1.0)
-        nll = self.sums.get("rec", 0.0) + self.sums.get("kl", 0.0)
-        return {
-            "loss": self.sums.get("loss", 0.0) / n,
-            "rec": self.sums.get("rec", 0.0) / n,
-            "kl": self.sums.get("kl", 0.0) / n,
-            "kl_weight": self.sums.get("kl_weight", 0.0),
-            **({"ppl": math.exp(min(nll / max(self.tokens, 1), 700.0))} if self.per_token else {}),
-            # rule-specific terms (aggressive inner steps, SVI losses): means per update step
-            **{k: v / max(self.steps, 1) for k, v in self.sums.items() if k not in self.PER_DOCUMENT},
-        }
+            write_atomic(self.run_dir / FINAL_STATE, json.dumps(asdict(self.state), indent=1).encode())

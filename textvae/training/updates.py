@@ -6,7 +6,7 @@ per training batch, `set_lr` on He et al.'s lr decay, and `end_epoch` after vali
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +15,7 @@ from textvae.config import OptimConfig
 from textvae.data.batching import TextBatch
 from textvae.registry import Registry
 from textvae.training.distributed import average_gradients
+from textvae.training.guards import DEFAULT_LIMIT, NonFiniteGuard, grad_norm
 
 UPDATES: Registry[Callable] = Registry("update rule")
 update_rule = UPDATES.register
@@ -43,19 +44,17 @@ class UpdateContext:
     cfg: object  # the recipe's `update:` section (one of the UpdateConfig variants)
     lr: float
     sample_batch: Callable[[], TextBatch]  # a fresh random training batch (this process's share), on the device
+    max_nonfinite: int = DEFAULT_LIMIT  # optimiser steps skipped in a row (non-finite loss or gradient) before stopping
 
 
-def clip_gradients(params: list[torch.nn.Parameter], clip: float | None) -> None:
-    """Average the gradients over data-parallel processes (nothing to do in one), then clip their total norm.
-    Every update rule goes through here before stepping, so the parameters stay the same on every process."""
+def clip_gradients(params: list[torch.nn.Parameter], clip: float | None) -> torch.Tensor:
+    """Average the gradients over data-parallel processes (nothing to do in one), then clip their total norm;
+    returns that norm (before clipping). Every update rule goes through here before stepping, so the parameters
+    stay the same on every process."""
     average_gradients(params)
-    if clip is not None:
-        torch.nn.utils.clip_grad_norm_(params, clip)
-
-
-def clip_and_step(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, clip: float | None) -> None:
-    clip_gradients(params, clip)
-    optimizer.step()
+    if clip is None:
+        return grad_norm(params)
+    return torch.nn.utils.clip_grad_norm_(params, clip)
 
 
 def batch_terms(loss: torch.Tensor, terms: dict[str, float], batch: TextBatch) -> dict[str, float]:
@@ -67,6 +66,7 @@ class UpdateRule:
     """Base: one optimiser over all trainable parameters; no per-epoch decisions."""
 
     wants_val_mi = False  # the trainer computes validation MI each epoch when a rule needs it
+    resumable: tuple[str, ...] = ()  # attributes besides the optimisers that change during training
 
     def __init__(self, ctx: UpdateContext) -> None:
         self.model = ctx.model
@@ -76,11 +76,47 @@ class UpdateRule:
         self.clip = ctx.optim.clip
         self.sample_batch = ctx.sample_batch
         self.params = trainable(ctx.model)
+        self.guard = NonFiniteGuard(ctx.max_nonfinite)
+        if hasattr(ctx.objective, "guard"):  # an objective with an optimiser of its own (WAE-GAN's discriminator)
+            ctx.objective.guard = self.guard
         self.set_lr(ctx.lr)
 
     def set_lr(self, lr: float) -> None:
         """Fresh optimiser(s) at `lr` (He et al.'s decay restarts the optimiser)."""
         self.optimizer = make_optimizer(self.params, self.optim_cfg, lr)
+
+    def clip_and_step(
+        self,
+        params: list[torch.nn.Parameter],
+        optimizers: Sequence[torch.optim.Optimizer],
+        loss: torch.Tensor,
+        step: int,
+    ) -> bool:
+        """Average and clip the gradients of `params`, then step the optimisers together unless the guard finds
+        `loss` or a gradient non-finite; returns whether they stepped."""
+        norm = clip_gradients(params, self.clip)
+        if not self.guard.finite(norm, loss, params, step=step):
+            return False
+        for optimizer in optimizers:
+            optimizer.step()
+        return True
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps: every optimiser's state, the `resumable` fields, the guard's counts."""
+        return {
+            "optimizers": {
+                name: v.state_dict() for name, v in vars(self).items() if isinstance(v, torch.optim.Optimizer)
+            },
+            "fields": {name: getattr(self, name) for name in self.resumable},
+            "guard": self.guard.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, optimizer_state in state["optimizers"].items():
+            getattr(self, name).load_state_dict(optimizer_state)
+        for name, value in state["fields"].items():
+            setattr(self, name, value)
+        self.guard.load_state_dict(state["guard"])
 
     def end_epoch(self, metrics: dict) -> dict:
         """Called after validation with the epoch's metrics; returns extra fields to log."""
@@ -98,7 +134,7 @@ class JointUpdate(UpdateRule):
         self.optimizer.zero_grad(set_to_none=True)
         out = self.objective(self.model, batch, step)
         out.loss.backward()
-        clip_and_step(self.params, self.optimizer, self.clip)
+        self.clip_and_step(self.params, [self.optimizer], out.loss, step)
         return batch_terms(out.loss, out.terms, batch)
 
 
