@@ -48,7 +48,9 @@ from textvae.models.model import build_model
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
-# Hypothesis examples per property, by kind of hostile input.
+# Hypothesis examples per property, by kind of hostile input (TEXTVAE_HYPOTHESIS_SCALE=k tries k times as many,
+# for a deeper search than CI's).
+_SCALE = int(os.environ.get("TEXTVAE_HYPOTHESIS_SCALE", "1"))
 EXAMPLES: dict[str, int] = {
     "corpus: arbitrary bytes (plain, gzip, fake .gz)": 80,
     "corpus: line-break and special-token soup": 80,
@@ -60,6 +62,7 @@ EXAMPLES: dict[str, int] = {
     "checkpoint: damaged model, config and tokenizer files": 120,
     "checkpoint: config.json with values of any type": 60,
 }
+EXAMPLES = {kind: n * _SCALE for kind, n in EXAMPLES.items()}
 FULL_DISK_BYTES = 500  # file-size limit of a "full disk": every output below is larger
 SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 
@@ -784,6 +787,17 @@ def test_full_disk_while_saving_the_model(trained, tmp_path: Path):
     assert not target.exists() or leftovers(target) == []
 
 
+BAD_BASES = ["", "\n", " ", "missing.yaml", ".", ".."]
+
+
+@pytest.mark.parametrize("base", BAD_BASES)
+def test_a_base_that_is_no_recipe_file_names_the_recipe(tmp_path: Path, base: str):
+    """Found by the mapping property in CI: `base: ''` resolved to the folder, `base: "\\n"` broke the line."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"base": base}), encoding="utf-8")
+    user_error(lambda: load_recipe(path), str(path), "base")
+
+
 # --- what each kind of hostile input is tried with -------------------------------------------------------
 
 
@@ -795,6 +809,7 @@ def inputs_by_kind() -> dict[str, int]:
         "hand-written: huge line at the real limit": 2,
         "hand-written: damaged gzip corpus and vocabulary": 2,
         "hand-written: hostile recipes": len(BAD_RECIPES) + 1,
+        "hand-written: a base that is no recipe file": len(BAD_BASES),
         "hand-written: --set values that are not YAML": len(BAD_OVERRIDES),
         "hand-written: config.json values of the wrong kind": len(CONFIG_CHANGES),
         "hand-written: renamed tensor": 1,

@@ -556,8 +556,10 @@ def load_recipe_dict(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]
     base = data.pop("base", None)
     if base is None:
         return data
-    if not isinstance(base, str):
-        raise TextVAEError(f"{path}: key 'base' must be a path string")
+    if not isinstance(base, str) or not base.strip() or any(c in base for c in "\r\n\0"):
+        raise TextVAEError(f"{path}: key 'base' must be the path of another recipe file, got {base!r}")
+    if not (path.parent / base).is_file():
+        raise TextVAEError(f"{path}: key 'base': {path.parent / base}: recipe file not found")
     parent = load_recipe_dict(path.parent / base, (*_seen, path.resolve()))
     return _deep_merge(parent, data)
 
