@@ -291,7 +291,7 @@ def test_adam_state_round_trip_continues_identically(tmp_path: Path):
 
 def test_store_keeps_the_newest_and_removes_leftovers(tmp_path: Path):
     model = torch.nn.Linear(2, 2)
-    model.save_pretrained = lambda directory, safe_serialization: (directory / "model.safetensors").write_bytes(b"")
+    model.save_pretrained = lambda directory, **options: (directory / "model.safetensors").write_bytes(b"")
     store = CheckpointStore(tmp_path, keep_last=2)
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / ".step-00000009.tmp-1").mkdir()  # an interrupted write

@@ -58,8 +58,9 @@ def _sync_files(directory: Path) -> None:
     _sync(directory)
 
 
-def _write_model(directory: Path, model, tokenizer: TextTokenizer | None) -> None:
-    model.save_pretrained(directory, safe_serialization=True)
+def _write_model(directory: Path, model, tokenizer: TextTokenizer | None, weights: dict | None = None) -> None:
+    """The model's config and weights (`weights` instead of its own, if given) and the tokenizer."""
+    model.save_pretrained(directory, safe_serialization=True, state_dict=weights)
     if tokenizer is not None:  # image models have none
         save_tokenizer(tokenizer, directory)
 
@@ -177,12 +178,12 @@ class CheckpointStore:
             shutil.rmtree(old.directory, ignore_errors=True)
         self.remove_leftovers()
 
-    def publish_best(self, model, tokenizer: TextTokenizer | None) -> None:
-        """Make `model` RUN_DIR/model: written beside it, then each file moved in with an atomic replace (the
-        files that change between epochs are the weights; config and tokenizer stay the same)."""
+    def publish_best(self, model, tokenizer: TextTokenizer | None, weights: dict | None = None) -> None:
+        """Make `model` (with `weights`, if given) RUN_DIR/model: written beside it, then each file moved in with
+        an atomic replace (the files that change between epochs are the weights; config and tokenizer stay)."""
         best = self.run_dir / BEST_MODEL
         with _staging(best) as tmp:
-            _write_model(tmp, model, tokenizer)
+            _write_model(tmp, model, tokenizer, weights)
             _sync_files(tmp)
             best.mkdir(exist_ok=True)
             for path in sorted(tmp.iterdir()):

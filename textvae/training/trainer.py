@@ -222,7 +222,7 @@ class Trainer:
         self.model.train()
         self.loader.batch_sampler.set_epoch(self.state.epoch, start=self.state.batches_done)
         every = self.recipe.train.checkpoints.every_steps
-        started = self._epoch.started = self._window.started = time.perf_counter()
+        started = self._window.started = time.perf_counter()  # validation time is not training time
         for batch in self._training_batches():
             if self._out_of_steps():
                 break
@@ -245,6 +245,7 @@ class Trainer:
                 self._checkpoint()  # the last batch's checkpoint is the epoch's, after validation
         seconds = time.perf_counter() - started
         epoch, self._epoch = self._epoch, RunningSums(self.per_token)
+        self._window = RunningSums(self.per_token)  # a step record averages steps of its own epoch only
         self.state.batches_done = 0
         return {
             **{f"train_{k}": v for k, v in epoch.summary().items()},
@@ -310,11 +311,11 @@ class Trainer:
 
     # -- checkpoints and resume ----------------------------------------------------------------
 
-    def _publish_best(self) -> None:
-        """The model as run_dir/model (the best so far), written by the main process only."""
+    def _publish_best(self, weights: dict[str, torch.Tensor] | None = None) -> None:
+        """The model (with `weights`, if given) as run_dir/model, the best so far; main process only."""
         if distributed.is_main():
-            self._check_finite()
-            self.checkpoints.publish_best(self.model, self.tokenizer)
+            self._check_finite(weights)
+            self.checkpoints.publish_best(self.model, self.tokenizer, weights)
 
     def _checkpoint(self) -> None:
         """A resumable checkpoint of this moment, written by the main process only."""
@@ -322,9 +323,9 @@ class Trainer:
             self._check_finite()
             self.checkpoints.save(self.state.step, self.model, self.tokenizer, self.training_state())
 
-    def _check_finite(self) -> None:
+    def _check_finite(self, weights: dict[str, torch.Tensor] | None = None) -> None:
         """A checkpoint never holds a non-finite weight: refuse (the previous checkpoints stay)."""
-        for name, tensor in self.model.state_dict().items():
+        for name, tensor in (weights or self.model.state_dict()).items():
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise TextVAEError(
                     f"training stopped at update step {self.state.step}: weight {name} is not finite; "
@@ -375,10 +376,7 @@ class Trainer:
         self._best_weights = state["best_weights"]
         if self._best_weights is not None:
             self._best_weights = {k: v.to(self.device) for k, v in self._best_weights.items()}
-            current = copy.deepcopy(self.model.state_dict())
-            self.model.load_state_dict(self._best_weights)
-            self._publish_best()
-            self.model.load_state_dict(current)
+            self._publish_best(self._best_weights)
         logger.info(
             "resumed at update step %d (epoch %d, batch %d)",
             self.state.step,
