@@ -42,12 +42,13 @@ def quiet_libraries() -> None:
 
 
 def _register_commands() -> None:
-    from textvae.cli import data, evaluate, generate, quickstart, report, train
+    from textvae.cli import data, evaluate, generate, quickstart, report, reproduce, train
 
     app.command("train")(train.train)
     app.command("eval")(evaluate.evaluate)
     app.command("quickstart")(quickstart.quickstart)
     app.command("report")(report.report)
+    app.command("reproduce")(reproduce.reproduce)
     app.command("sample")(generate.sample)
     app.command("reconstruct")(generate.reconstruct)
     app.command("interpolate")(generate.interpolate)

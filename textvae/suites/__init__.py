@@ -1,0 +1,1 @@
+"""Reproduction suites: recipes × seeds trained, evaluated and reported by `textvae reproduce`."""
