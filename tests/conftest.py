@@ -124,24 +124,28 @@ def assert_rule_trains_both_networks(rule, model, steps: int = 2) -> dict[str, f
     return terms
 
 
-def savae_hvp_mismatch(make_rule, make_model, **svi) -> float:
+def savae_hvp_mismatch(make_rule, make_model, around=None, **svi) -> float:
     """Relative difference between one SA-VAE encoder update by exact and by finite-difference HVPs.
 
     `make_rule(model, svi_config)` builds the update rule; each mode starts from `make_model()` (the same
-    weights) and the same seed, so the two updates differ only by the Hessian-vector products.
+    weights) and the same seed, so the two updates differ only by the Hessian-vector products. `around(mode)`,
+    if given, is a context manager each mode runs in (e.g. cuDNN on or off).
     """
+    import contextlib
+
     import torch
 
     from textvae.config import SVIConfig
 
     updates = {}
     for mode in ("exact", "finite_difference"):
-        model = make_model()
-        rule = make_rule(model, SVIConfig(hvp=mode, **svi))
-        batch = rule.sample_batch()
-        before = flat_parameters(model.encoder.parameters())
-        torch.manual_seed(1)
-        rule(batch, 0)
-        updates[mode] = flat_parameters(model.encoder.parameters()) - before
+        with around(mode) if around else contextlib.nullcontext():
+            model = make_model()
+            rule = make_rule(model, SVIConfig(hvp=mode, **svi))
+            batch = rule.sample_batch()
+            before = flat_parameters(model.encoder.parameters())
+            torch.manual_seed(1)
+            rule(batch, 0)
+            updates[mode] = flat_parameters(model.encoder.parameters()) - before
     assert updates["exact"].norm() > 0
     return ((updates["finite_difference"] - updates["exact"]).norm() / updates["exact"].norm()).item()

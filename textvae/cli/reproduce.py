@@ -21,7 +21,9 @@ def reproduce(
     only: str | None = typer.Option(None, "--only", help="Only these methods, e.g. vanilla,aggressive-anneal."),
     budget: str = typer.Option("full", "--budget", help="full, or smoke: every run shrunk to a few steps."),
     status_every: float = typer.Option(60.0, "--status-every", help="Seconds between progress lines."),
-    report_only: bool = typer.Option(False, "--report-only", help="Write the report from what is finished; train nothing."),
+    report_only: bool = typer.Option(
+        False, "--report-only", help="Write the report from what is finished; train nothing."
+    ),
 ) -> None:
     """Train and evaluate every (method, seed) of SUITE as run directories DIR/runs/METHOD/seed-S, then write
     DIR/results.json, DIR/report.md and DIR/report.html: mean ± sd over seeds of IW-NLL, ELBO-NLL, KL, MI, AU,
@@ -33,8 +35,8 @@ def reproduce(
     setup_logging()
     from textvae.errors import TextVAEError
     from textvae.suites.driver import Driver, Options, locked, plan
-    from textvae.suites.results import collect
     from textvae.suites.report import write_report
+    from textvae.suites.results import collect
     from textvae.suites.suite import load_suite, parse_seeds
 
     if budget not in ("full", "smoke"):

@@ -9,6 +9,25 @@ from textvae.models.base import Dropout, TokenDecoder, check_pooling, document_m
 from textvae.models.posteriors import Posterior, PosteriorHead
 
 
+def _cpu_has_bf16_lstm() -> bool:
+    """Whether oneDNN has a bf16 LSTM on this CPU (AVX-512 BF16 / AMX); on others (e.g. AVX2-only) it fails."""
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(probe()) if probe is not None else True
+
+
+CPU_BF16_LSTM = _cpu_has_bf16_lstm()
+
+
+def run_lstm(lstm: nn.LSTM, inputs: torch.Tensor, state=None):
+    """`lstm(inputs, state)`; under CPU bf16 autocast on a CPU without bf16 LSTM kernels, in fp32 instead (the
+    rest of the pass stays under autocast) rather than failing in oneDNN."""
+    if inputs.device.type == "cpu" and not CPU_BF16_LSTM and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            state = None if state is None else tuple(s.float() for s in state)
+            return lstm(inputs.float(), state)
+    return lstm(inputs, state)
+
+
 def uniform_init(module: nn.Module, scale: float, embed_scale: float) -> None:
     """He et al.'s init: every parameter U(-scale, scale), embeddings U(-embed_scale, embed_scale)."""
     for param in module.parameters():
@@ -49,7 +68,7 @@ class LSTMEncoder(nn.Module):
 
     def embedded(self, embeddings: torch.Tensor, lengths: torch.Tensor) -> Posterior:
         """q(z|x) from input embeddings [B, T, E] (T = length + 2 for the longest)."""
-        out, _ = self.lstm(embeddings)
+        out, _ = run_lstm(self.lstm, embeddings)
         # </s> is at length + 1; padding after it cannot reach it or the states before it (causal LSTM)
         return self.to_posterior(pool(out, document_mask(lengths, out.shape[1]), self.pooling))
 
@@ -91,7 +110,7 @@ class LSTMDecoder(TokenDecoder):
             emb = torch.cat([emb, z.unsqueeze(1).expand(-1, emb.shape[1], -1)], dim=-1)
         if state is None:
             state = self.initial_state(z, inputs.shape[0])
-        return self.lstm(emb, state)
+        return run_lstm(self.lstm, emb, state)
 
     @property
     def output_layer(self) -> nn.Linear:

@@ -162,7 +162,9 @@ def command(suite: Suite, job: Job, step: str, opts: Options) -> list[str]:
     base = [sys.executable, "-m", "textvae"]
     device = ["--device", opts.device] if opts.device else []
     if step == "train":
-        sets = [arg for item in suite.overrides(job.method, job.seed, opts.budget, opts.device) for arg in ("--set", item)]
+        sets = [
+            arg for item in suite.overrides(job.method, job.seed, opts.budget, opts.device) for arg in ("--set", item)
+        ]
         overwrite = ["--overwrite"] if job.run_dir.exists() else []  # a start killed before its first checkpoint
         return [*base, "train", str(suite.recipe_path(job.method)), "-o", str(job.run_dir), *sets, *overwrite]
     if step == "resume":
@@ -299,9 +301,12 @@ class Driver:
         parts = [f"{done}/{len(jobs)} done", f"{len(running)} running", f"{len(queue)} left"]
         if failed:
             parts.append(f"{failed} failed")
-        return f"[{_hours(time.monotonic() - self.started)}] " + ", ".join(parts) + (
-            f", ETA {_hours(eta)}" if queue or running else ""
-        ) + (f" | {now}" if now else "")
+        return (
+            f"[{_hours(time.monotonic() - self.started)}] "
+            + ", ".join(parts)
+            + (f", ETA {_hours(eta)}" if queue or running else "")
+            + (f" | {now}" if now else "")
+        )
 
     def estimate(self, job: Job) -> float:
         """Seconds a whole run of this job's method takes: measured here, else the suite's `minutes`."""

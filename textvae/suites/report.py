@@ -95,8 +95,8 @@ def markdown(results: dict, command: str, curves_file: str | None) -> str:
     lines += [
         f"`{command}`",
         "",
-        f"Evaluation: {ev['split']} split{_limit(ev)}, IW-NLL with k = {ev['iw_samples']} (nats per document, β = 1); mean ± sd over seeds; train min = "
-        "training time without validation.",
+        f"Evaluation: {ev['split']} split{_limit(ev)}, IW-NLL with k = {ev['iw_samples']} (nats per document, "
+        "β = 1); mean ± sd over seeds; train min = training time without validation.",
         "",
         "## Findings",
         "",
@@ -124,7 +124,8 @@ def html(results: dict, command: str, curves_png: bytes | None) -> str:
         f"<title>textvae reproduce {escape(results['suite'])}</title><style>{CSS}</style></head><body><main>",
         f"<h1>Reproduction suite <code>{escape(results['suite'])}</code></h1>",
         f"<p>{escape(results.get('description', ''))}</p><p class='meta'><code>{escape(command)}</code></p>",
-        f"<p class='note'>Evaluation: {escape(ev['split'])} split{_limit(ev)}, IW-NLL with k = {ev['iw_samples']} (nats per document, β = 1); mean ± sd over seeds.</p>",
+        f"<p class='note'>Evaluation: {escape(ev['split'])} split{_limit(ev)}, IW-NLL with k = {ev['iw_samples']} "
+        "(nats per document, β = 1); mean ± sd over seeds; train min = training time without validation.</p>",
         "<h2>Findings</h2><ul>",
         *[f"<li>{escape(line)}</li>" for line in results.get("findings", [])],
         "</ul><h2>Results</h2><div class='scroll'><table><tr>",

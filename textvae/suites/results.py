@@ -179,12 +179,20 @@ def findings(suite: Suite, rows: list[dict]) -> list[str]:
     order = [by_name[name] for name in suite.ordering if name in by_name and _nll(by_name[name]) is not None]
     if len(order) >= 2:
         lines.append(ordering_sentence(order))
+        ahead = order[: next((i for i, row in enumerate(order) if row is reference), len(order))]
+        kl = [f"{row['label']} KL {pm(row, 'kl')} ({_usage(row)})" for row in ahead]
+        if kl and reference is not None:
+            lines.append(f"Rows expected to beat {reference['label']} with KL > 0: " + "; ".join(kl) + ".")
     baseline = by_name.get(suite.baseline or "")
     timed = [row for row in by_name.values() if row.get("train_ratio") is not None and row is not baseline]
     if baseline is not None and timed:
         ratios = ", ".join(f"{row['label']} {row['train_ratio']:.2f}x" for row in timed)
         lines.append(f"Training wall time relative to {baseline['label']}: {ratios}.")
     return lines
+
+
+def _usage(row: dict) -> str:
+    return {True: "collapsed", False: "latent used", None: "no latent"}[collapsed(row)]
 
 
 def ordering_sentence(order: list[dict]) -> str:
