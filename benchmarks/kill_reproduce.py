@@ -25,7 +25,9 @@ from textvae.suites.results import without_timing
 
 def drive(suite: str, out: Path, extra: list[str]) -> subprocess.Popen:
     argv = [sys.executable, "-m", "textvae", "reproduce", suite, "-o", str(out), *extra]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f"{out.name}.driver.log", "ab") as log:  # the driver's own lines, kept per drive
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
 
 
 def commands(out: Path) -> dict[str, list[str]]:
@@ -51,14 +53,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--work", default="kill-reproduce", help="folder for the drives")
     parser.add_argument("--seed", type=int, help="seed of the kill times (default: random)")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="-- then the reproduce options")
-    args = parser.parse_args()
-    extra = [a for a in args.extra if a != "--"]
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)  # after --: the reproduce options
+    args, extra = parser.parse_args(argv[:cut]), argv[cut + 1 :]
     work = Path(args.work)
     rng = random.Random(args.seed)
     started = time.monotonic()
     if drive(args.suite, work / "reference", extra).wait() != 0:
-        raise SystemExit("the uninterrupted drive failed; see its logs")
+        raise SystemExit(f"the uninterrupted drive failed: see {work / 'reference.driver.log'}")
     seconds = time.monotonic() - started
     reference = without_timing(json.loads((work / "reference" / "results.json").read_text()))
     print(f"reference drive: {seconds:.1f} s, {len(gained(commands(work / 'reference'), {}))} commands")

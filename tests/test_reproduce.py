@@ -18,6 +18,7 @@ from test_cli import assert_one_line_error
 
 from textvae.errors import TextVAEError
 from textvae.suites.driver import EVAL_FILE, FINAL_STATE, Job, Options, locked, plan, run_dir_of, steps_left
+from textvae.suites.report import write_report
 from textvae.suites.results import collapsed, collect, without_timing
 from textvae.suites.suite import SUITES_FOLDER, load_suite, parse_seeds
 
@@ -215,6 +216,15 @@ def test_mean_sd_over_seeds_and_findings(tmp_path, recipe_file):
     slower["rows"][2]["runs"]["1"]["train_minutes"] = 99.0
     assert without_timing(slower) == without_timing(results)
 
+    write_report(results, out, "textvae reproduce mini -o out")
+    md = (out / "report.md").read_text()
+    assert "| VAE | 3/3 | 102.00 ± 1.00 |" in md  # method, seeds run/planned, IW-NLL mean ± sd
+    assert "| *He et al. 2019, Tab. 1* |" not in md and "| *published* |" in md and "*328.1*" in md
+    assert "VAE collapses at this scale" in md and "| Aggressive / 3 |" in md
+    page = (out / "report.html").read_text()
+    assert "<tr class='published'>" in page and "VAE collapses at this scale" in page and "http" not in page
+    assert json.loads((out / "results.json").read_text()) == results
+
 
 def test_cli_errors_are_one_line(tmp_path):
     assert_one_line_error(textvae("reproduce", "no-such-suite", "-o", tmp_path / "x"), "suite 'no-such-suite'")
@@ -234,6 +244,19 @@ def drive(cwd: Path, out: str, timeout: float = 600) -> subprocess.CompletedProc
     env.pop("TEXTVAE_DEBUG", None)
     argv = [sys.executable, "-m", "textvae", "reproduce", "synthetic", "-o", out, *DRIVE]
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def children_of(out: Path) -> list[str]:
+    """Command lines of live processes working in `out` (from /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(out) in text or f" {out.name}/runs/" in text:
+            found.append(text)
+    return found
 
 
 def new_commands(out: Path, before: dict[str, int]) -> dict[str, list[str]]:
@@ -264,7 +287,13 @@ def test_a_killed_drive_rerun_gives_the_results_of_an_uninterrupted_one(tmp_path
     assert whole.returncode == 0, whole.stderr[-2000:]
     seconds = time.monotonic() - started
     reference = json.loads((tmp_path / "whole" / "results.json").read_text())
-    assert [len(row["seeds"]) for row in reference["rows"]] == [2, 2]
+    # the report covers every row of the suite; --only limited what ran
+    assert {row["method"]: len(row["seeds"]) for row in reference["rows"]} == {
+        "lm": 0,
+        "vanilla": 2,
+        "aggressive": 2,
+        "savae": 0,
+    }
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-m", "textvae", "reproduce", "synthetic", "-o", "killed", *DRIVE]
@@ -276,6 +305,7 @@ def test_a_killed_drive_rerun_gives_the_results_of_an_uninterrupted_one(tmp_path
     print(f"killed the drive at {kill_at:.1f} s of {seconds:.1f} s")
     time.sleep(1)
     killed = tmp_path / "killed"
+    assert not children_of(killed), "a training or evaluation process outlived its driver"
     done = finished_steps(killed)
     lines = {log.name: len(log.read_text().splitlines()) for log in (killed / "logs").glob("*.log")}
     rerun = drive(tmp_path, "killed")

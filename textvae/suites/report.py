@@ -19,11 +19,11 @@ COLUMNS = (  # key, header, digits
     ("kl", "KL", 2),
     ("mi", "MI", 2),
     ("au", "AU", 1),
-    ("ppl", "PPL", 1),
+    ("iw_ppl", "IW-PPL", 1),
     ("recon_bleu", "recon BLEU", 2),
     ("train_minutes", "train min", 1),
 )
-PUBLISHED = {"iw_nll": "nll", "kl": "kl", "mi": "mi", "au": "au", "ppl": "ppl"}
+PUBLISHED = {"iw_nll": "nll", "kl": "kl", "mi": "mi", "au": "au", "iw_ppl": "ppl"}
 RUN_COLUMNS = ("iw_nll", "elbo_nll", "kl", "mi", "au", "recon_bleu", "epochs", "lr_decays", "train_minutes")
 
 
