@@ -36,7 +36,8 @@ IMAGE_METHODS = METHODS + ("wae-mmd", "wae-mmd-stochastic", "bernoulli")
 
 
 def recipe_files() -> list[Path]:
-    return sorted(p for p in RECIPES.rglob("*.yaml") if p.name != "_base.yaml")
+    suites = RECIPES / "suites"  # suite files list recipes; tests/test_reproduce.py checks them
+    return sorted(p for p in RECIPES.rglob("*.yaml") if p.name != "_base.yaml" and suites not in p.parents)
 
 
 def recipe(dataset: str, method: str) -> Recipe:
