@@ -321,3 +321,28 @@ def test_a_killed_drive_rerun_gives_the_results_of_an_uninterrupted_one(tmp_path
             assert gained[job] == [], (job, gained[job])
     print("rerun:", {job: [line.split()[3:5] for line in cmds] for job, cmds in gained.items()})
     assert (killed / "report.html").is_file() and (killed / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_a_drive_killed_mid_training_resumes_that_run_from_its_checkpoint(tmp_path: Path):
+    prepared = textvae("data", "prepare", "synthetic-generated", "-o", tmp_path / "data" / "synthetic")
+    assert prepared.returncode == 0, prepared.stderr
+    one = ["--budget", "smoke", "--seeds", "1", "--only", "aggressive", "--status-every", "5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "textvae", "reproduce", "synthetic", "-o", "s", *one]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = tmp_path / "s" / "runs" / "aggressive" / "seed-1"
+    deadline = time.monotonic() + 300
+    while not any((run_dir / "checkpoints").glob("step-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # training has written a checkpoint and not finished
+    proc.wait()
+    assert not (run_dir / FINAL_STATE).exists(), "training finished before the kill: nothing was tested"
+    rerun = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    log = (tmp_path / "s" / "logs" / "aggressive-seed-1.log").read_text()
+    steps = [
+        line.split()[3] + (" --resume" if "--resume" in line else "") for line in log.splitlines() if line[:2] == "$ "
+    ]
+    assert steps == ["train", "train --resume", "eval"], steps
+    assert (run_dir / FINAL_STATE).is_file() and (run_dir / EVAL_FILE).is_file()
