@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 
 from textvae.atomic import write_atomic
@@ -24,27 +24,71 @@ SAMPLE_COLUMNS = {  # shown with --text-samples: key -> column label
 }
 
 
-def metrics_table(rows: dict[str, dict], title: str = "") -> Table:
+SHORT_LABELS = {  # column -> abbreviation, used (with a legend) when a table is wider than the terminal
+    "iw_nll": "IW",
+    "elbo_nll": "ELBO",
+    "iw_ppl": "IW-P",
+    "ppl": "P",
+    "recon_bleu": "BLEU",
+    "iw_nll_svi": "IW+S",
+    "iw_ppl_svi": "IW-P+S",
+    "sample_distinct_1": "d-1",
+    "sample_distinct_2": "d-2",
+    "sample_self_bleu": "sBLEU",
+    "sample_unigram_kl": "uKL",
+    "sample_mean_length": "len",
+    "data_mean_length": "data len",
+}
+
+
+def metrics_table(rows: dict[str, dict], title: str = "", console: Console | None = None) -> RenderableType:
     """One row per run: IW-NLL, ELBO-NLL, KL, PPL, MI, AU (and IW-NLL and PPL with test-time SVI); image runs
-    (NLL in nats per image) without PPL and BLEU."""
+    (NLL in nats per image) without PPL and BLEU. Given the `console`, a table wider than it gets abbreviated
+    headers and a legend instead of cut ones."""
     keys = TABLE_KEYS + tuple(key for key in SVI_KEYS if any(key in m for m in rows.values()))
     if all("n_images" in m for m in rows.values()):  # image models: nats per image, no PPL or BLEU
         keys = tuple(key for key in keys if "ppl" not in key and key != "recon_bleu")
-    return _table(rows, keys, title)
+    return _fitted(rows, keys, title, {}, console)
 
 
-def sample_table(rows: dict[str, dict], title: str = "") -> Table | None:
+def sample_table(rows: dict[str, dict], title: str = "", console: Console | None = None) -> RenderableType | None:
     """Sample quality per run (when measured): distinct-n, self-BLEU, unigram KL, mean lengths."""
     if not any("sample_distinct_1" in m for m in rows.values()):
         return None
-    return _table(rows, tuple(SAMPLE_COLUMNS), title, SAMPLE_COLUMNS)
+    return _fitted(rows, tuple(SAMPLE_COLUMNS), title, SAMPLE_COLUMNS, console)
+
+
+def _fitted(
+    rows: dict[str, dict], keys: tuple[str, ...], title: str, labels: dict[str, str], console: Console | None
+) -> RenderableType:
+    """The table with full headers; where that is wider than the console, SHORT_LABELS with a legend; where even
+    that is too wide, the columns folded into as many tables, one under the other, as it takes."""
+    table = _table(rows, keys, title, labels)
+    if console is None or _natural_width(console, table) <= console.width:
+        return table
+    short = {key: SHORT_LABELS.get(key, labels.get(key, key)) for key in keys}
+    legend = "; ".join(f"{short[k]} = {labels.get(k, k)}" for k in keys if short[k] != labels.get(k, k))
+    groups: list[list[str]] = [[]]
+    for key in keys:  # greedily: each table takes the columns that still fit beside the run names
+        if groups[-1] and _natural_width(console, _table(rows, (*groups[-1], key), title, short)) > console.width:
+            groups.append([])
+        groups[-1].append(key)
+    tables = [_table(rows, tuple(group), title if i == 0 else "", short) for i, group in enumerate(groups)]
+    tables[-1].caption = legend
+    return tables[0] if len(tables) == 1 else Group(*tables)
+
+
+def _natural_width(console: Console, table: Table) -> int:
+    """The width `table` needs unshrunk (rich measures against the console's width otherwise)."""
+    return console.measure(table, options=console.options.update_width(10_000)).maximum
 
 
 def _table(rows: dict[str, dict], keys: tuple[str, ...], title: str, labels: dict[str, str] | None = None) -> Table:
     table = Table(title=title)
-    table.add_column("run")
+    table.add_column("run", overflow="fold")
     for key in keys:
-        table.add_column((labels or {}).get(key, key), justify="right")
+        label = (labels or {}).get(key, key)
+        table.add_column(label, justify="right", min_width=len(label), no_wrap=True)
     for name, m in rows.items():
         table.add_row(name, *(_fmt(m.get(key)) for key in keys))
     return table
@@ -109,8 +153,8 @@ def evaluate(
         raise TextVAEError(f"--output {target}: {target.parent} is not a folder")
     metrics = evaluate_run(run, split, iw_samples, limit, svi_steps, text_samples, precision)
     console, rows = Console(), {run_dir.name: metrics}
-    console.print(metrics_table(rows, title=f"{run_dir} · {split} · k={metrics.get('iw_samples', '-')}"))
-    samples = sample_table(rows, title=f"{metrics.get('sample_count')} prior samples vs the {split} split")
+    console.print(metrics_table(rows, f"{run_dir} · {split} · k={metrics.get('iw_samples', '-')}", console))
+    samples = sample_table(rows, f"{metrics.get('sample_count')} prior samples vs the {split} split", console)
     if samples is not None:
         console.print(samples)
     if "recon_bleu_signature" in metrics:

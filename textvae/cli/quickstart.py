@@ -82,7 +82,8 @@ def quickstart(
         results[name] = evaluate_run(run, "test", limit=eval_docs)
         write_json_atomic(out / name / "eval.json", results[name])
     title = f"quickstart · synthetic test split (first {eval_docs}) · IW-NLL k=500"
-    Console().print(metrics_table(results, title=title))
+    console = Console()
+    console.print(metrics_table(results, title, console))
     html, markdown = write_html_report(
         [out / name for name in recipes], out / "report.html", "textvae quick start", GenerationOptions()
     )
