@@ -15,23 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from update_rules import time_rule  # benchmarks/ is on the path of a script run from it
 
 from textvae import api
 from textvae.config import Recipe, apply_overrides, build_recipe
-from textvae.data.batching import TokenizedSplit, make_loader
-from textvae.data.text import prepare_corpus
-from textvae.models.model import build_model
-from textvae.objectives import build_objective
 from textvae.suites.suite import load_suite
-from textvae.training.trainer import flush_denormals, random_training_batches, seed_everything
-from textvae.training.updates import UpdateContext, build_update
 
 FULL_VALID_DOCS = 10_000
 FULL_TRAIN_TOKENS = {"yahoo": 100_000 * 79.0, "yelp": 100_000 * 96.0}  # REFERENCE.md: 100k documents each
@@ -80,36 +74,6 @@ def measure_epoch(recipe: Recipe, device: str) -> dict:
     }
 
 
-def time_rule(recipe: Recipe, device: str, steps: int) -> dict:
-    """Seconds per outer step of the recipe's update rule (after one untimed step), on random batches."""
-    splits, tokenizer, _ = prepare_corpus(recipe.data, splits=("train",))
-    train = TokenizedSplit.from_dataset(splits["train"])
-    seed_everything(recipe.train.seed)
-    model = build_model(recipe.model, tokenizer.vocab_size).to(device).train()
-    model.set_precision(recipe.train.precision)
-    loader = make_loader(train, recipe.data.batch_size, shuffle=True, seed=recipe.train.seed)
-    objective = build_objective(recipe.objective, len(loader), recipe.train.epochs)
-    batches = random_training_batches(recipe, train)
-    ctx = UpdateContext(model, objective, recipe.optim, recipe.update, recipe.optim.lr, lambda: batches().to(device))
-    update = build_update(ctx)
-    seconds, inner = [], []
-    with flush_denormals(torch.device(device)):
-        for step, batch in enumerate(loader):
-            if step > steps:
-                break
-            batch = batch.to(device)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            terms = update(batch, step)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if step:  # the first step warms up kernels and allocators
-                seconds.append(time.perf_counter() - started)
-                inner.append(terms.get("inner_steps", 0.0))
-    return {"s_per_step": statistics.mean(seconds), "inner_per_outer": statistics.mean(inner), "steps": len(seconds)}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="he2019-yahoo")
@@ -146,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
                 steps = args.aggressive_steps if rule == "aggressive" else args.savae_steps
                 timing_recipe = with_overrides(on_available_data(row_recipe)[0], args.overrides)
                 log(f"timing {steps} {rule} steps ({method.name})")
-                costs[rule] = time_rule(timing_recipe, args.device, steps)
+                costs[rule] = time_rule(timing_recipe, steps, args.device, warmup=1)
             step = costs[rule]["s_per_step"]
             if rule == "aggressive":
                 on = min(args.aggressive_epochs, epochs)

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from textvae.config import load_recipe
+from textvae.config import Recipe, load_recipe
 from textvae.data.batching import TokenizedSplit, make_loader
 from textvae.data.text import prepare_corpus
 from textvae.models.model import build_model
@@ -27,31 +27,38 @@ from textvae.training.updates import UpdateContext, build_update
 
 
 def time_recipe(path: str, steps: int, overrides: list[str]) -> dict:
-    recipe = load_recipe(path, overrides)
+    return {"recipe": path, **time_rule(load_recipe(path, overrides), steps)}
+
+
+def time_rule(recipe: Recipe, steps: int, device: str = "cpu", warmup: int = 0) -> dict:
+    """Mean seconds per outer step of the recipe's update rule over `steps` timed steps (after `warmup` untimed
+    ones), on a freshly initialised model on `device`; for aggressive training the inner steps per outer step."""
     splits, tokenizer, _ = prepare_corpus(recipe.data, splits=("train",))
     train = TokenizedSplit.from_dataset(splits["train"])
     seed_everything(recipe.train.seed)
-    model = build_model(recipe.model, tokenizer.vocab_size).train()
+    model = build_model(recipe.model, tokenizer.vocab_size).to(device).train()
+    model.set_precision(recipe.train.precision)
     loader = make_loader(train, recipe.data.batch_size, shuffle=True, seed=recipe.train.seed)
     objective = build_objective(recipe.objective, len(loader), recipe.train.epochs)
-    ctx = UpdateContext(
-        model,
-        objective,
-        recipe.optim,
-        recipe.update,
-        recipe.optim.lr,
-        random_training_batches(recipe, train),
-    )
+    batches = random_training_batches(recipe, train)
+    ctx = UpdateContext(model, objective, recipe.optim, recipe.update, recipe.optim.lr, lambda: batches().to(device))
     update = build_update(ctx)
+    cuda = device.startswith("cuda")
     seconds, inner, tokens = [], [], 0
-    for step, batch in enumerate(itertools.islice(loader, steps)):
-        started = time.perf_counter()
-        terms = update(batch, step)
-        seconds.append(time.perf_counter() - started)
-        inner.append(terms.get("inner_steps", 0.0))
-        tokens += batch.n_predicted
+    with flush_denormals(torch.device(device)):
+        for step, batch in enumerate(itertools.islice(loader, warmup + steps)):
+            batch = batch.to(device)
+            if cuda:
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            terms = update(batch, step)
+            if cuda:
+                torch.cuda.synchronize()
+            if step >= warmup:
+                seconds.append(time.perf_counter() - started)
+                inner.append(terms.get("inner_steps", 0.0))
+                tokens += batch.n_predicted
     return {
-        "recipe": path,
         "update": recipe.update.type,
         "s_per_step": statistics.mean(seconds),
         "inner_mean": statistics.mean(inner),
@@ -67,8 +74,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} outer steps per recipe")
-    with flush_denormals(torch.device("cpu")):
-        rows = [time_recipe(path, args.steps, args.overrides) for path in args.recipes]
+    rows = [time_recipe(path, args.steps, args.overrides) for path in args.recipes]
     base = rows[0]["s_per_step"]
     print(f"{'recipe':48} {'update':10} {'s/step':>8} {'x first':>8} {'inner/outer':>12} {'tokens/s':>9}")
     for row in rows:

@@ -27,16 +27,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from textvae.api import run_recipe
+from textvae.config import Recipe
 from textvae.errors import TextVAEError
 from textvae.suites.suite import Budget, Method, Suite, SuiteEval
+from textvae.training.trainer import FINAL_STATE
 
 logger = logging.getLogger(__name__)
 
 EVAL_FILE = "suite_eval.json"
-FINAL_STATE = "trainer_state.json"
 LOCK_FILE = ".reproduce.lock"
 
 
@@ -48,6 +47,7 @@ class Job:
     seed: int
     run_dir: Path
     log: Path
+    epochs: int = 0  # of its recipe (progress: epochs logged / epochs)
     steps: list[str] = field(default_factory=list)  # what is left: "train", "resume", "eval"
     started: float | None = None
     failed: str | None = None
@@ -86,19 +86,20 @@ def plan(suite: Suite, opts: Options) -> list[Job]:
     for method in selected_methods(suite, opts.only):
         for seed in suite.seeds_of(method, opts.seeds):
             run_dir = run_dir_of(opts.out, method.name, seed)
-            job = Job(method, seed, run_dir, opts.out / "logs" / f"{method.name}-seed-{seed}.log")
-            check_same_recipe(suite, job, opts)
+            recipe = suite.recipe(method, seed, opts.budget)
+            job = Job(method, seed, run_dir, opts.out / "logs" / f"{method.name}-seed-{seed}.log", recipe.train.epochs)
+            check_same_recipe(recipe, job)
             job.steps = steps_left(suite, job, opts.budget)
             jobs.append(job)
     return jobs
 
 
-def check_same_recipe(suite: Suite, job: Job, opts: Options) -> None:
-    """Refuse a run directory that holds a run of another recipe (never train over it)."""
+def check_same_recipe(recipe: Recipe, job: Job) -> None:
+    """Refuse a run directory that holds a run of another recipe than `recipe` (never train over it)."""
     saved = job.run_dir / "recipe.yaml"
     if not saved.is_file():
         return
-    expected = _comparable(suite.recipe(job.method, job.seed, opts.budget).model_dump(mode="json", by_alias=True))
+    expected = _comparable(recipe.model_dump(mode="json", by_alias=True))
     try:  # read back through today's schema: keys added since the run was saved take their defaults on both sides
         found = _comparable(run_recipe(job.run_dir).model_dump(mode="json", by_alias=True))
     except TextVAEError as err:
@@ -326,23 +327,12 @@ def fraction_trained(job: Job) -> float:
     """Epochs finished / epochs of the recipe, from the run's metrics.jsonl (1 once training has finished)."""
     if "train" not in job.steps and "resume" not in job.steps:
         return 1.0
-    recipe = read_yaml(job.run_dir / "recipe.yaml")
-    epochs = (recipe or {}).get("train", {}).get("epochs") or 0
-    if not epochs:
-        return 0.0
     try:
         lines = (job.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     except OSError:
         return 0.0
     done = sum(1 for line in lines if '"kind": "epoch"' in line)
-    return min(1.0, done / epochs)
-
-
-def read_yaml(path: Path) -> dict | None:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
+    return min(1.0, done / max(1, job.epochs))
 
 
 def last_error(log: Path) -> str:
