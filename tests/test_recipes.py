@@ -23,7 +23,8 @@ WAE_METHODS = ("wae-mmd", "wae-mmd-stochastic", "infovae", "mmd-vae", "wae-gan")
 TRANSFORMER_METHODS = ("transformer", "transformer-anneal")
 WAE_DATASETS = ("synthetic", "ptb", "yahoo", "yahoo-mini")
 # files with their own settings on top of their `base:` (name: allowed top-level keys)
-SETUP_FILES = {"wae-bahuleyan": {"data", "model", "objective", "optim", "train"}}
+SETUP_FILES = {"wae-bahuleyan": {"data", "model", "objective", "optim", "train"}, "li2019": {"optim", "train"}}
+LI_ET_AL = ("ptb", "yahoo", "yelp", "yahoo-mini")  # issue 19: Li et al. 2019's pretraining fix
 HE_ET_AL = ("yahoo", "yelp")  # He et al. 2019, Table 1
 # What a method file may set on top of its dataset's _base.yaml.
 METHOD_KEYS = {"base", "name", "description", "objective", "model"}
@@ -186,6 +187,25 @@ def test_update_rule_methods_carry_the_published_settings(dataset: str):
             batch = r.data.batch_size
             assert (r.update.type, svi.steps, svi.momentum) == ("savae", 20, 0.5)
             assert svi.lr == pytest.approx(1 / batch) and svi.clip == pytest.approx(5 * batch**0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("dataset", LI_ET_AL)
+def test_li_et_al_recipes_carry_their_published_settings(dataset: str):
+    """bohanli/vae-pretraining-encoder README: an autoencoder (`text_beta.py --beta 0 --lr 0.5`), then
+    `text_anneal_fb.py --reset_dec --kl_start 0 --warm_up 10 --target_kl 8 --fb 2 --lr 0.5`."""
+    r, anneal = recipe(dataset, "li2019"), recipe(dataset, "anneal")
+    pre = r.train.pretrain
+    assert (pre.objective.type, pre.objective.beta, pre.reset, pre.epochs) == ("elbo", 0.0, "decoder", None)
+    objective = r.objective
+    assert (objective.beta, objective.free_bits, objective.free_bits_scope) == (1.0, 8 / 32, "document")
+    schedule = objective.kl_schedule
+    assert (schedule.type, schedule.start, schedule.end) == ("linear", 0.0, 1.0)
+    assert schedule.warmup_epochs == anneal.objective.kl_schedule.warmup_epochs  # 10, or yahoo-mini's scaled 5
+    assert (r.optim.type, r.optim.lr, r.optim.clip) == ("sgd", 0.5, 5.0)
+    assert r.model == anneal.model and r.data == anneal.data and r.train.epochs == anneal.train.epochs
+    if dataset != "yahoo-mini":  # Li et al.'s decay constants (yahoo-mini keeps its base's scaled schedule)
+        decay = r.train.lr_decay
+        assert (decay.factor, decay.patience, decay.start_epoch, decay.max_decays) == (0.5, 5, 15, 5)
 
 
 def test_synthetic_follows_config_synthetic():

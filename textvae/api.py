@@ -13,7 +13,15 @@ from pathlib import Path
 import torch
 
 from textvae.atomic import write_atomic
-from textvae.config import ImageDataConfig, Recipe, SVIConfig, build_recipe, load_recipe_dict, save_recipe
+from textvae.config import (
+    ImageDataConfig,
+    Recipe,
+    SVIConfig,
+    build_recipe,
+    load_recipe_dict,
+    pretraining_recipe,
+    save_recipe,
+)
 from textvae.data.images import ImageSplit
 from textvae.data.splits import Split, evaluation_split, training_splits
 from textvae.data.tokenizers import TextTokenizer, load_tokenizer
@@ -25,7 +33,8 @@ from textvae.generation.decoding import DecodingConfig
 from textvae.models.images import PIXEL_VALUES
 from textvae.models.model import LatentVariableModel, build_model, load_model
 from textvae.training import distributed
-from textvae.training.checkpoint import Checkpoint, CheckpointStore
+from textvae.training.checkpoint import BEST_MODEL, PRETRAIN_DIR, Checkpoint, CheckpointStore, has_progress
+from textvae.training.pretrain import reset_parts
 from textvae.training.random_state import seed_everything
 from textvae.training.trainer import FINAL_STATE, Trainer, TrainerCallback
 
@@ -162,38 +171,85 @@ def train(
     overwrite: bool = False,
     callbacks: list[TrainerCallback] | None = None,
 ) -> Run:
-    """Train `recipe` into `run_dir` (recipe, tokenizer, model, checkpoints, metrics.jsonl).
+    """Train `recipe` into `run_dir` (recipe, tokenizer, model, checkpoints, metrics.jsonl); with
+    `train.pretrain`, the pretraining phase first, as a run directory of its own in RUN_DIR/pretrain/.
 
     Started by `torchrun --nproc_per_node N`, the N processes train one model data-parallel (see
     `textvae.training.distributed`); rank 0 alone writes the run directory.
     """
     run_dir = Path(run_dir)
     check_device(recipe.train.device)
+    claim_run_dir(run_dir, overwrite)  # checked by every process before rank 0 writes anything
+    return _train_from_start(recipe, run_dir, callbacks, overwrite=overwrite, fresh=True)
+
+
+def _train_from_start(
+    recipe: Recipe, run_dir: Path, callbacks: list[TrainerCallback] | None, overwrite: bool, fresh: bool
+) -> Run:
+    """Train from the initial model: into a new run directory (`fresh`), or into one whose main phase has
+    no checkpoint yet (pretraining is then reused or continued from what RUN_DIR/pretrain/ holds)."""
     with distributed.session(recipe.train.device):
         distributed.check_batch_size(recipe.data.batch_size)
-        claim_run_dir(run_dir, overwrite)  # checked by every process before rank 0 writes anything
         with distributed.main_first():  # rank 0 fills the data caches the others then read
             train_split, valid_split, tokenizer, stats = training_splits(recipe)
         existed = run_dir.is_dir()
         try:
-            if distributed.is_main():
+            if fresh and distributed.is_main():
                 write_run_dir(run_dir, recipe, stats, overwrite)
-            seed_everything(recipe.train.seed)
-            model = build_model(recipe.model, PIXEL_VALUES if tokenizer is None else tokenizer.vocab_size)
-            logger.info("model: %s, %d parameters", recipe.model.type, sum(p.numel() for p in model.parameters()))
+            model = initial_model(recipe, tokenizer)
+            if recipe.train.pretrain is not None:
+                phase = PretrainingPhase(recipe, run_dir, (train_split, valid_split), stats, callbacks)
+                model = phase.start_model(model, tokenizer)
             trainer = Trainer(recipe, model, tokenizer, train_split, valid_split, run_dir, callbacks)
             trainer.fit()
         except BaseException:
-            if distributed.is_main():
+            if fresh and distributed.is_main():
                 discard_unresumable(run_dir, existed)
             raise
     return Run(run_dir, recipe, model.eval(), tokenizer)
 
 
+def initial_model(recipe: Recipe, tokenizer: TextTokenizer | None) -> LatentVariableModel:
+    """The recipe's model, freshly initialised from `train.seed`."""
+    seed_everything(recipe.train.seed)
+    model = build_model(recipe.model, PIXEL_VALUES if tokenizer is None else tokenizer.vocab_size)
+    logger.info("model: %s, %d parameters", recipe.model.type, sum(p.numel() for p in model.parameters()))
+    return model
+
+
+@dataclass
+class PretrainingPhase:
+    """`train.pretrain` (Li et al. 2019): a run of the pretraining recipe in RUN_DIR/pretrain/, started,
+    continued from its newest checkpoint or reused when finished; its best model starts the main phase."""
+
+    recipe: Recipe
+    run_dir: Path
+    splits: tuple[Split, Split]
+    stats: dict
+    callbacks: list[TrainerCallback] | None
+
+    def start_model(self, fresh: LatentVariableModel, tokenizer: TextTokenizer | None) -> LatentVariableModel:
+        """The pretrained best model, with the parts `train.pretrain.reset` names taken from `fresh`."""
+        directory = self.run_dir / PRETRAIN_DIR
+        pre = pretraining_recipe(self.recipe)
+        if not (directory / FINAL_STATE).is_file():
+            if CheckpointStore(directory).checkpoints():
+                trainer = restored_trainer(pre, directory, self.splits, tokenizer, self.callbacks)
+            else:
+                if distributed.is_main():
+                    write_run_dir(directory, pre, self.stats, overwrite=True)
+                model = initial_model(pre, tokenizer)
+                trainer = Trainer(pre, model, tokenizer, *self.splits, directory, self.callbacks)
+            logger.info("pretraining (%s) into %s", pre.objective.type, directory)
+            trainer.fit()
+        pretrained = load_model(directory / BEST_MODEL, model_type=pre.model.type)
+        return reset_parts(pretrained, fresh, self.recipe.train.pretrain.reset)
+
+
 def discard_unresumable(run_dir: Path, keep_directory: bool) -> None:
     """After a failed start: a run directory without a checkpoint holds nothing to resume, so it is removed
     (emptied when it existed before), and the same command can simply be run again."""
-    if CheckpointStore(run_dir).checkpoints() or not run_dir.is_dir():
+    if has_progress(run_dir) or not run_dir.is_dir():
         return
     logger.info("%s: removed (the run stopped before its first checkpoint)", run_dir)
     if not keep_directory:
@@ -206,7 +262,7 @@ def discard_unresumable(run_dir: Path, keep_directory: bool) -> None:
 def resume(run_dir: Path, device: str | None = None, callbacks: list[TrainerCallback] | None = None) -> Run:
     """Continue a stopped or killed run from its newest readable checkpoint, exactly as if it had not stopped
     (same data order, random draws, optimiser and schedule states); `device` may differ from the recipe's.
-    A finished run is returned as it is."""
+    A finished run is returned as it is; a run stopped in its pretraining phase continues that phase."""
     run_dir = Path(run_dir)
     recipe = run_recipe(run_dir)
     if device is not None:
@@ -215,27 +271,45 @@ def resume(run_dir: Path, device: str | None = None, callbacks: list[TrainerCall
     if (run_dir / FINAL_STATE).is_file():
         logger.info("%s: the run has finished; nothing to resume", run_dir)
         return load_run(run_dir, recipe.train.device)
+    if recipe.train.pretrain is not None and not CheckpointStore(run_dir).checkpoints():
+        return _train_from_start(recipe, run_dir, callbacks, overwrite=False, fresh=False)
+    with distributed.session(recipe.train.device):
+        distributed.check_batch_size(recipe.data.batch_size)
+        trainer = restored_trainer(recipe, run_dir, None, None, callbacks)
+        trainer.fit()
+    return Run(run_dir, recipe, trainer.model.eval(), trainer.tokenizer)
+
+
+def restored_trainer(
+    recipe: Recipe,
+    run_dir: Path,
+    splits: tuple[Split, Split] | None,
+    tokenizer: TextTokenizer | None,
+    callbacks: list[TrainerCallback] | None,
+) -> Trainer:
+    """A trainer in the state of the run's newest readable checkpoint (the splits are read with the
+    checkpoint's tokenizer unless given)."""
     store = CheckpointStore(run_dir, recipe.train.checkpoints.keep_last)
     image_model = isinstance(recipe.data, ImageDataConfig)
 
     def read(checkpoint: Checkpoint) -> tuple[dict, LatentVariableModel, TextTokenizer | None]:
-        tokenizer = None if image_model else load_tokenizer(checkpoint.directory)
-        return checkpoint.training_state(), load_model(checkpoint.directory, model_type=recipe.model.type), tokenizer
+        saved = None if image_model else load_tokenizer(checkpoint.directory)
+        return checkpoint.training_state(), load_model(checkpoint.directory, model_type=recipe.model.type), saved
 
     checkpoint, (state, model, saved_tokenizer) = store.latest(read)
-    with distributed.session(recipe.train.device):
-        distributed.check_batch_size(recipe.data.batch_size)
+    if splits is None:
         with distributed.main_first():
             train_split, valid_split, tokenizer, _ = training_splits(recipe, saved_tokenizer)
-        if model.config.section != recipe.model:
-            raise TextVAEError(f"{run_dir / RECIPE_FILE}: the model section differs from the checkpoint's model")
-        if distributed.is_main():
-            store.remove_leftovers()
-        logger.info("resuming %s from %s", run_dir, checkpoint.directory.name)
-        trainer = Trainer(recipe, model, tokenizer, train_split, valid_split, run_dir, callbacks)
-        trainer.restore(state)
-        trainer.fit()
-    return Run(run_dir, recipe, model.eval(), tokenizer)
+    else:
+        train_split, valid_split = splits
+    if model.config.section != recipe.model:
+        raise TextVAEError(f"{run_dir / RECIPE_FILE}: the model section differs from the checkpoint's model")
+    if distributed.is_main():
+        store.remove_leftovers()
+    logger.info("resuming %s from %s", run_dir, checkpoint.directory.name)
+    trainer = Trainer(recipe, model, tokenizer, train_split, valid_split, run_dir, callbacks)
+    trainer.restore(state)
+    return trainer
 
 
 def write_run_dir(run_dir: Path, recipe: Recipe, stats: dict, overwrite: bool) -> None:

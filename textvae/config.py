@@ -228,6 +228,9 @@ class ElboConfig(Section):
     beta: float = Field(1.0, ge=0)  # multiplies the scheduled KL weight
     kl_schedule: ScheduleConfig = ScheduleConfig()
     free_bits: float | None = Field(None, ge=0)  # per-dimension KL target (nats), Kingma et al. 2016
+    # batch: each dimension's batch-averaged KL is clamped at free_bits (Kingma et al.); document: each
+    # document's KL in each dimension counts only above free_bits (Li et al. 2019's `--fb 2`)
+    free_bits_scope: Literal["batch", "document"] = "batch"
     # Zhao et al. 2017's bag-of-words loss: the decoder's `model.bow_head` predicts the document's words
     # from z alone, weighted by this (an auxiliary training term; p(x|z) and evaluation do not use it)
     bow_weight: float = Field(0.0, ge=0)
@@ -392,6 +395,21 @@ class PosteriorMeanPlotConfig(Section):
 Precision = Literal["fp32", "bf16"]  # bf16: autocast (AMX on CPU, tensor cores on CUDA), fp32 weights
 
 
+class PretrainConfig(Section):
+    """Li et al. 2019: train first with `objective` (an autoencoder, β = 0, by default) into RUN_DIR/pretrain/,
+    take its best model, re-initialise the decoder (`reset: decoder`) and then train the recipe from there."""
+
+    epochs: int | None = Field(None, gt=0)  # None: train.epochs (Li et al. pretrain as long as they train)
+    objective: ObjectiveConfig = ElboConfig(beta=0.0)
+    reset: Literal["decoder", "none"] = "decoder"
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _elbo_by_default(cls, value):
+        """`objective: {beta: 0}` is an ELBO objective (a section without `type:`)."""
+        return {"type": "elbo", **value} if isinstance(value, dict) and "type" not in value else value
+
+
 class TrainConfig(Section):
     epochs: int = Field(100, gt=0)
     seed: int = 783435
@@ -405,6 +423,7 @@ class TrainConfig(Section):
     checkpoints: CheckpointConfig = CheckpointConfig()
     max_nonfinite: int = Field(10, gt=0)  # updates skipped for a non-finite loss or gradient in a row before stopping
     posterior_mean_plot: PosteriorMeanPlotConfig | None = None
+    pretrain: PretrainConfig | None = None  # Li et al. 2019's autoencoder pretraining and decoder reset
 
 
 class EvalConfig(Section):
@@ -476,11 +495,25 @@ class Recipe(Section):
                 "a pretrained Hugging Face decoder reads its own token ids: set data.tokenizer.type: pretrained "
                 f"with data.tokenizer.path: {pretrained_decoder}"
             )
+        if self.train.pretrain is not None and model.type in LANGUAGE_MODELS:
+            raise ValueError(f"train.pretrain pretrains an encoder; a language model ({model.type}) has none")
         if self.train.posterior_mean_plot is not None and model.latent_dim not in (1, 2):
             raise ValueError(
                 f"train.posterior_mean_plot needs a 1-d or 2-d latent (model.latent_dim is {model.latent_dim})"
             )
         return self
+
+
+def pretraining_recipe(recipe: Recipe) -> Recipe:
+    """The recipe of the pretraining phase (`train.pretrain`): its objective and epochs, nothing else changed."""
+    pre = recipe.train.pretrain
+    if pre is None:
+        raise ValueError(f"recipe {recipe.name} has no train.pretrain section")
+    train = recipe.train.model_dump(by_alias=True)
+    train.update(epochs=pre.epochs or recipe.train.epochs, pretrain=None, posterior_mean_plot=None)
+    data = recipe.model_dump(by_alias=True)
+    data.update(name=f"{recipe.name}-pretrain", objective=pre.objective.model_dump(by_alias=True), train=train)
+    return Recipe.model_validate(data)
 
 
 UNION_TAGS = (
@@ -624,8 +657,8 @@ def _format_validation_error(source: str, err: ValidationError) -> str:
     """One line: the file, the first bad key and what is wrong (a bounded excerpt of the value)."""
     first = err.errors()[0]
     loc = list(first["loc"])
-    if len(loc) > 1 and (loc[0], loc[1]) in UNION_TAGS:
-        del loc[1]  # the union's tag is not a key the user wrote
+    # a union's tag is not a key the user wrote (objective.elbo.beta, train.pretrain.objective.elbo.beta)
+    loc = [p for i, p in enumerate(loc) if i == 0 or (loc[i - 1], p) not in UNION_TAGS]
     key = ".".join(_key_part(p) for p in loc) or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":

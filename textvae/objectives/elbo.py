@@ -27,20 +27,31 @@ class ELBO:
 
     The KL is to the model's prior: exact for N(0, I), Monte Carlo on the reconstruction's z otherwise.
 
-    Free bits (Kingma et al. 2016): the KL of each latent dimension, averaged over the batch, is
-    clamped from below at `free_bits` nats before it is weighted, so no gradient pushes a
-    dimension's KL under the target.
+    Free bits (Kingma et al. 2016, scope "batch"): the KL of each latent dimension, averaged over the
+    batch, is clamped from below at `free_bits` nats before it is weighted, so no gradient pushes a
+    dimension's KL under the target. Scope "document" (Li et al. 2019's `--fb 2`): each document's KL
+    in each dimension enters the loss only where it exceeds `free_bits`.
+
+    An autoencoder (β = 0) picks its best epoch by validation reconstruction, as Li et al.'s pretraining.
     """
 
     selection_metric = "elbo_nll"  # the validation metric that picks the best epoch
 
     def __init__(
-        self, beta: float, schedule: Schedule, free_bits: float | None = None, bow_weight: float = 0.0
+        self,
+        beta: float,
+        schedule: Schedule,
+        free_bits: float | None = None,
+        bow_weight: float = 0.0,
+        free_bits_scope: str = "batch",
     ) -> None:
         self.beta = beta
         self.schedule = schedule
         self.free_bits = free_bits
+        self.free_bits_scope = free_bits_scope
         self.bow_weight = bow_weight
+        if beta == 0:
+            self.selection_metric = "rec"
 
     def kl_weight(self, step: int) -> float:
         return self.beta * self.schedule(step)
@@ -57,7 +68,7 @@ class ELBO:
         rec = -model.log_likelihood(batch.data, z).mean(1)  # [B]
         if self.free_bits is not None:  # needs the per-dimension KL to N(0, I) (the recipe checks the prior)
             kl_dims = posterior.kl()  # [B, Z]
-            kl, kl_term = kl_dims.sum(-1), kl_dims.mean(0).clamp(min=self.free_bits).sum()
+            kl, kl_term = kl_dims.sum(-1), self.thresholded_kl(kl_dims)
         else:
             kl = model.kl(posterior, z)  # [B]: closed form, or Monte Carlo on the same z
             kl_term = kl.mean()
@@ -69,6 +80,12 @@ class ELBO:
             loss = loss + self.bow_weight * bow.mean()
             terms["bow"] = bow.mean().item()  # per document (logged as a mean over steps)
         return ObjectiveOutput(loss, terms)
+
+    def thresholded_kl(self, kl_dims: torch.Tensor) -> torch.Tensor:
+        """The free-bits KL term of a batch from the per-document, per-dimension KL [B, Z]."""
+        if self.free_bits_scope == "document":
+            return (kl_dims * (kl_dims > self.free_bits)).sum(-1).mean()
+        return kl_dims.mean(0).clamp(min=self.free_bits).sum()
 
     def example_losses(self, model, batch: TextBatch, posterior: DiagonalGaussian, step: int) -> torch.Tensor:
         """Per-document loss -log p(x|z) + w·KL with one z ~ q, [B]: what SVI minimises for each document.
@@ -82,4 +99,5 @@ class ELBO:
 
 @objective("elbo")
 def make_elbo(cfg: ElboConfig, steps_per_epoch: int, epochs: int) -> ELBO:
-    return ELBO(cfg.beta, make_schedule(cfg.kl_schedule, steps_per_epoch, epochs), cfg.free_bits, cfg.bow_weight)
+    schedule = make_schedule(cfg.kl_schedule, steps_per_epoch, epochs)
+    return ELBO(cfg.beta, schedule, cfg.free_bits, cfg.bow_weight, cfg.free_bits_scope)

@@ -4,7 +4,7 @@
 The state of the suite is the state of its run directories, so nothing is repeated after a kill:
 
 - `DIR/runs/METHOD/seed-S/trainer_state.json` exists: training finished;
-- `.../checkpoints/` holds a checkpoint: training is resumed from the newest one;
+- `.../checkpoints/` (or `.../pretrain/checkpoints/`) holds a checkpoint: training is resumed from the newest one;
 - anything else: training starts (again) from scratch;
 - `.../suite_eval.json` with the suite's evaluation settings: evaluated.
 
@@ -31,6 +31,7 @@ from textvae.api import run_recipe
 from textvae.config import Recipe
 from textvae.errors import TextVAEError
 from textvae.suites.suite import Budget, Method, Suite, SuiteEval
+from textvae.training.checkpoint import PRETRAIN_DIR, has_progress
 from textvae.training.trainer import FINAL_STATE
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class Job:
     seed: int
     run_dir: Path
     log: Path
-    epochs: int = 0  # of its recipe (progress: epochs logged / epochs)
+    epochs: int = 0  # of its recipe, pretraining included (progress: epochs logged / epochs)
     steps: list[str] = field(default_factory=list)  # what is left: "train", "resume", "eval"
     started: float | None = None
     failed: str | None = None
@@ -87,7 +88,8 @@ def plan(suite: Suite, opts: Options) -> list[Job]:
         for seed in suite.seeds_of(method, opts.seeds):
             run_dir = run_dir_of(opts.out, method.name, seed)
             recipe = suite.recipe(method, seed, opts.budget)
-            job = Job(method, seed, run_dir, opts.out / "logs" / f"{method.name}-seed-{seed}.log", recipe.train.epochs)
+            log = opts.out / "logs" / f"{method.name}-seed-{seed}.log"
+            job = Job(method, seed, run_dir, log, training_epochs(recipe))
             check_same_recipe(recipe, job)
             job.steps = steps_left(suite, job, opts.budget)
             jobs.append(job)
@@ -132,7 +134,7 @@ def _first_difference(a, b, prefix: str = "") -> str:
 def steps_left(suite: Suite, job: Job, budget: Budget) -> list[str]:
     if (job.run_dir / FINAL_STATE).is_file():
         steps = []
-    elif any((job.run_dir / "checkpoints").glob("step-*")):
+    elif has_progress(job.run_dir):
         steps = ["resume"]
     else:
         steps = ["train"]
@@ -323,16 +325,28 @@ class Driver:
         return sum(every) / len(every) if every else 60.0
 
 
+def training_epochs(recipe: Recipe) -> int:
+    """The epochs a recipe trains for at most, its pretraining phase's included."""
+    pre = recipe.train.pretrain
+    return recipe.train.epochs + (0 if pre is None else pre.epochs or recipe.train.epochs)
+
+
 def fraction_trained(job: Job) -> float:
-    """Epochs finished / epochs of the recipe, from the run's metrics.jsonl (1 once training has finished)."""
+    """Epochs finished / epochs of the recipe, from the metrics.jsonl of the run and of its pretraining
+    phase (1 once training has finished)."""
     if "train" not in job.steps and "resume" not in job.steps:
         return 1.0
-    try:
-        lines = (job.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return 0.0
-    done = sum(1 for line in lines if '"kind": "epoch"' in line)
+    done = sum(logged_epochs(job.run_dir / sub / "metrics.jsonl") for sub in (".", PRETRAIN_DIR))
     return min(1.0, done / max(1, job.epochs))
+
+
+def logged_epochs(metrics: Path) -> int:
+    """The epoch lines of a metrics.jsonl (0 when there is none)."""
+    try:
+        lines = metrics.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0
+    return sum(1 for line in lines if '"kind": "epoch"' in line)
 
 
 def last_error(log: Path) -> str:

@@ -5,6 +5,7 @@
                                          RNG states, data position, schedules, best weights, ...; and
                                          checksums.json, the SHA-256 of every other file
     RUN_DIR/model/                       the best model so far (what `textvae eval` loads)
+    RUN_DIR/pretrain/                    the pretraining phase of a `train.pretrain` run (the same layout)
 
 A checkpoint is written into a hidden temporary directory, flushed to disk and renamed into place, so a
 crash at any moment leaves either the complete new checkpoint or none of it; leftovers of an interrupted
@@ -37,10 +38,16 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 BEST_MODEL = "model"
+PRETRAIN_DIR = "pretrain"  # a run's pretraining phase (`train.pretrain`), a run directory of its own
 STATE = "training_state"
 CHECKSUMS = "checksums.json"
 _STEP_DIR = re.compile(r"step-(\d+)")
 T = TypeVar("T")
+
+
+def has_progress(run_dir: Path) -> bool:
+    """Whether a run directory holds training to continue: a checkpoint of its own or of its pretraining."""
+    return any(any((run_dir / sub / CHECKPOINTS).glob("step-*")) for sub in (".", PRETRAIN_DIR))
 
 
 def _sync(path: Path) -> None:
