@@ -28,7 +28,10 @@ from textvae.data.tokenizers import TextTokenizer, load_tokenizer
 from textvae.environment import describe_environment
 from textvae.errors import TextVAEError
 from textvae.evaluation import evaluate
-from textvae.generation import images, latent_space
+from textvae.evaluation import probe as latent_probe
+from textvae.evaluation.probe import LabeledTexts
+from textvae.evaluation.text import reconstruction_limit
+from textvae.generation import arithmetic, images, latent_space
 from textvae.generation.decoding import DecodingConfig
 from textvae.models.images import PIXEL_VALUES
 from textvae.models.model import LatentVariableModel, build_model, load_model
@@ -99,6 +102,51 @@ class Run:
         if bad:
             raise TextVAEError(f"image index {bad[0]}: the {name} split has images 0..{len(data) - 1}")
         return data
+
+    # -- labelled documents: the latent probe and latent arithmetic
+
+    def labeled(self, labels_from: str = "train") -> tuple[LabeledTexts, LabeledTexts]:
+        """(labelled pool, held-out documents) for `labels_from` train | valid | test | a `label<TAB>text`
+        FILE: the train split and the test split, or a split or file divided in halves (file order)."""
+        files = {k: getattr(self.recipe.data, k) for k in ("train", "valid", "test")}
+        return latent_probe.pool_and_held_out(labels_from, files)
+
+    def probe(self, labels_from: str = "train", n_labels=latent_probe.DEFAULT_N_LABELS, seeds: int = 5) -> dict:
+        """Accuracy of a logistic regression on E[z|x] from n labelled documents (see textvae.evaluation.probe)."""
+        pool, held_out = self.labeled(labels_from)
+        return latent_probe.probe(self.encode, pool, held_out, n_labels, seeds)
+
+    def transfer(
+        self,
+        texts: list[str],
+        from_label: str,
+        to_label: str,
+        labels_from: str = "train",
+        seed: int | None = 0,
+        decoding: DecodingConfig | None = None,
+        **options,
+    ) -> list[str]:
+        """Each text decoded from E[z|x] + mean z(to_label) − mean z(from_label) (means over the labelled
+        pool's first 1,000 documents of each label; greedy unless told otherwise)."""
+        pool, _ = self.labeled(labels_from)
+        vector = arithmetic.attribute_vector(self.encode, pool, from_label, to_label)
+        z = arithmetic.shifted_codes(self.encode, texts, vector)
+        return self._decode(z, texts, seed, self.decoding(decoding, **options))
+
+    def analogy(
+        self, a: str, b: str, c: str, seed: int | None = 0, decoding: DecodingConfig | None = None, **options
+    ) -> str:
+        """C changed as A was changed into B: decoded from z_C + z_B − z_A (greedy unless told otherwise)."""
+        z = arithmetic.analogy_code(self.encode, a, b, c)
+        return self._decode(z, [a, b, c], seed, self.decoding(decoding, **options), rows=1)[0]
+
+    def _decode(
+        self, z: torch.Tensor, texts: list[str], seed: int | None, cfg: DecodingConfig, rows: int | None = None
+    ) -> list[str]:
+        """Decode codes z, each at most 2·len + 10 tokens of the longest of `texts` (and cfg.max_length)."""
+        split = latent_space.tokenize_texts(self.tokenizer, texts, self.recipe.data.max_length)
+        limit = reconstruction_limit(max(len(ids) for ids in split.ids), cfg.max_length)
+        return latent_space.decode_texts(self.model, self.tokenizer, z, cfg, seed, [limit] * (rows or len(z)))
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         """Posterior means E[z|x] [N, Z] of raw texts (tokenized and truncated as the training data)."""

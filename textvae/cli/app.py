@@ -42,7 +42,7 @@ def quiet_libraries() -> None:
 
 
 def _register_commands() -> None:
-    from textvae.cli import data, evaluate, generate, quickstart, report, reproduce, train
+    from textvae.cli import data, evaluate, generate, probe, quickstart, report, reproduce, train
 
     app.command("train")(train.train)
     app.command("eval")(evaluate.evaluate)
@@ -52,6 +52,9 @@ def _register_commands() -> None:
     app.command("sample")(generate.sample)
     app.command("reconstruct")(generate.reconstruct)
     app.command("interpolate")(generate.interpolate)
+    app.command("transfer")(generate.transfer)
+    app.command("analogy")(generate.analogy)
+    app.command("probe")(probe.probe)
     app.add_typer(data.app, name="data")
 
 

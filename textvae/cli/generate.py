@@ -239,3 +239,53 @@ def _read_lines(file: Path) -> list[str]:
     if not lines:
         raise TextVAEError(f"{file}: no documents (the file is empty)")
     return lines
+
+
+LABELS_FROM_HELP = (
+    "Labelled documents (label<TAB>text): train (the run's train split), valid or test (that split's first "
+    "half), or a FILE (its first half)."
+)
+
+
+@with_decoding_options("greedy")
+def transfer(
+    run,
+    decoding,
+    seed: int,
+    jsonl: bool,
+    texts: Annotated[list[str], typer.Argument(help="Texts to change (each may be @FILE).")],
+    from_label: Annotated[str, typer.Option("--from-label", help="The label the texts have.")],
+    to_label: Annotated[str, typer.Option("--to-label", help="The label to move them to.")],
+    labels_from: Annotated[str, typer.Option("--labels-from", help=LABELS_FROM_HELP)] = "train",
+) -> None:
+    """Move each text from one label to another in latent space: decode E[z|x] + mean z(B) − mean z(A).
+
+    The means are over the first 1,000 labelled documents of each label (greedy decoding by default).
+    """
+    _needs_latent(run, "transfer in")
+    _needs_text(run)
+    inputs = [read_text_argument(text) for text in texts]
+    outputs = run.transfer(inputs, from_label, to_label, labels_from, seed=seed, decoding=decoding)
+    emit([{"input": a, "output": b} for a, b in zip(inputs, outputs)], "output", jsonl)
+
+
+@with_decoding_options("greedy")
+def analogy(
+    run,
+    decoding,
+    seed: int,
+    jsonl: bool,
+    a: Annotated[str, typer.Argument(help="Text A (or @FILE).")],
+    b: Annotated[str, typer.Argument(help="Text B (or @FILE).")],
+    c: Annotated[str, typer.Argument(help="Text C (or @FILE).")],
+) -> None:
+    """A is to B as C is to ?: decode z_C + z_B − z_A (posterior means; greedy by default)."""
+    _needs_latent(run, "compute analogies in")
+    _needs_text(run)
+    a, b, c = (read_text_argument(text) for text in (a, b, c))
+    emit([{"a": a, "b": b, "c": c, "text": run.analogy(a, b, c, seed=seed, decoding=decoding)}], "text", jsonl)
+
+
+def _needs_text(run) -> None:
+    if run.is_image_model:
+        raise TextVAEError(f"{run.directory}: an image model; latent arithmetic here decodes texts")

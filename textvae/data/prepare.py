@@ -356,17 +356,21 @@ GENERATED_SIZES = {"train": 16_000, "valid": 2_000, "test": 2_000}
         f"textvae.data.synthetic.synthetic_splits(seed={synthetic.DEFAULT_SEED}, "
         + ", ".join(f"n_{key}={n}" for key, n in GENERATED_SIZES.items())
         + "): vocab 1000, 10 tokens per line, temperature 1; valid and test are distinct held-out draws "
-        "(He et al. drew 20k sequences and used 4k as both valid and test)",
+        "(He et al. drew 20k sequences and used 4k as both valid and test); train.labeled.txt and "
+        "test.labeled.txt: the same lines as `component<TAB>line`, the mixture component of z that generated "
+        "each (a label for latent probes)",
     ),
 )
 def _synthetic_generated(files: dict[str, list[bytes]]) -> dict[str, Output]:
-    splits = synthetic.synthetic_splits(synthetic.DEFAULT_SEED, *GENERATED_SIZES.values())
-    return _outputs(
-        **{
-            key: ([f"{line}\n".encode() for line in lines], f"generated (seed {synthetic.DEFAULT_SEED})")
-            for key, lines in splits.items()
-        }
-    )
+    splits = synthetic.labeled_synthetic_splits(synthetic.DEFAULT_SEED, *GENERATED_SIZES.values())
+    origin = f"generated (seed {synthetic.DEFAULT_SEED})"
+    texts = {key: ([f"{line}\n".encode() for _, line in rows], origin) for key, rows in splits.items()}
+    # the generating mixture component as a label (`textvae probe RUN --labels-from .../test.labeled.txt`)
+    labeled = {
+        f"{key}.labeled": ([f"{c}\t{line}\n".encode() for c, line in splits[key]], f"{origin}, label = component")
+        for key in ("train", "test")
+    }
+    return _outputs(**texts, **labeled)
 
 
 # --- reading and verifying inputs ---------------------------------------------------------------

@@ -149,9 +149,19 @@ def synthetic_splits(
     seed: int = DEFAULT_SEED, n_train: int = 16_000, n_valid: int = 2_000, n_test: int = 2_000
 ) -> dict[str, list[str]]:
     """Train/valid/test splits drawn from one model (one seed), in that order."""
-    lines = generate_synthetic(n_train + n_valid + n_test, seed)
+    labeled = labeled_synthetic_splits(seed, n_train, n_valid, n_test)
+    return {name: [line for _, line in rows] for name, rows in labeled.items()}
+
+
+def labeled_synthetic_splits(
+    seed: int = DEFAULT_SEED, n_train: int = 16_000, n_valid: int = 2_000, n_test: int = 2_000
+) -> dict[str, list[tuple[int, str]]]:
+    """The same splits with each line's mixture component (0-3): a label that is a function of the latent
+    that generated the line, for latent probes."""
+    sample = sample_synthetic(n_train + n_valid + n_test, seed)
+    rows = [(c, format_line(ids)) for c, ids in zip(sample.component.tolist(), sample.tokens.tolist())]
     return {
-        "train": lines[:n_train],
-        "valid": lines[n_train : n_train + n_valid],
-        "test": lines[n_train + n_valid :],
+        "train": rows[:n_train],
+        "valid": rows[n_train : n_train + n_valid],
+        "test": rows[n_train + n_valid :],
     }

@@ -36,7 +36,8 @@ class SplitStats:
     labels: dict[str, int] = field(default_factory=dict)
 
 
-def _open_bytes(path: Path) -> bytes:
+def file_bytes(path: Path) -> bytes:
+    """A file's bytes, gunzipped when it ends in .gz (a one-line error when unreadable)."""
     try:
         raw = path.read_bytes()
         return gzip.decompress(raw) if path.suffix == ".gz" else raw
@@ -58,7 +59,7 @@ def check_text_file(path: Path, labeled: bool = False) -> int:
     """
     if not path.is_file():
         raise TextVAEError(f"{path}: data file not found")
-    raw = _open_bytes(path)
+    raw = file_bytes(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -24,6 +24,18 @@ def evaluation_description(metrics: dict | None) -> str:
     return ", ".join(parts)
 
 
+def probe_summary(probe: dict | None) -> str | None:
+    """One line of a run's probe.json (`textvae probe`): accuracy by number of labelled documents."""
+    if not probe:
+        return None
+    parts = [f"n = {n}: {a['mean']:.3f} ± {a['sd']:.3f}" for n, a in probe.get("accuracy", {}).items()]
+    return (
+        f"latent probe (logistic regression on E[z|x], labels from {probe.get('labels_from')}, "
+        f"{probe.get('seeds')} seeds; majority label {probe.get('majority_accuracy', float('nan')):.3f}): "
+        + "; ".join(parts)
+    )
+
+
 def update_rule_summary(log: Sequence[dict]) -> str | None:
     """Aggressive training: when it was switched off and the encoder steps per decoder step, per epoch."""
     epochs = [r for r in log if r.get("kind") == "epoch" and "train_inner_steps" in r]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from textvae.atomic import write_atomic
 from textvae.errors import TextVAEError
-from textvae.reports.descriptions import generated_at, update_rule_summary
+from textvae.reports.descriptions import generated_at, probe_summary, update_rule_summary
 from textvae.reports.figures import ReportFigures, build_figures
 from textvae.reports.generation import SAMPLING, GenerationOptions, Generations, generate
 from textvae.reports.markdown import write_markdown
@@ -135,8 +135,9 @@ def _run_html(summary: RunSummary, figs: ReportFigures) -> str:
         f"<p><code>{escape(str(summary.directory))}</code> — {escape(summary.description)}</p>",
         f'<p class="note">{escape(summary.settings)}</p>',
     ]
-    if rule:
-        head.append(f'<p class="note">{escape(rule)}</p>')
+    for line in (rule, probe_summary(summary.probe)):
+        if line:
+            head.append(f'<p class="note">{escape(line)}</p>')
     metrics = run_metrics_table(summary)
     metrics_html = "<h3>Final metrics</h3>" + (
         table_html(metrics) if metrics else '<p class="note">not evaluated (no eval.json)</p>'

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from textvae.atomic import write_atomic
-from textvae.reports.descriptions import evaluation_description, generated_at, update_rule_summary
+from textvae.reports.descriptions import evaluation_description, generated_at, probe_summary, update_rule_summary
 from textvae.reports.figures import ReportFigures, build_figures
 from textvae.reports.files import figure_files, grid_files
 from textvae.reports.generation import SAMPLING, Generations
@@ -57,9 +57,9 @@ def _generations_markdown(gen: Generations) -> list[str]:
 
 def _run_markdown(s: RunSummary, files: dict[str, tuple[Path, bytes]]) -> list[str]:
     lines = [f"### {s.name}", "", f"`{s.directory}` — {s.description}", "", f"- {s.settings}"]
-    rule = update_rule_summary(s.log)
-    if rule:
-        lines.append(f"- {rule}")
+    for line in (update_rule_summary(s.log), probe_summary(s.probe)):
+        if line:
+            lines.append(f"- {line}")
     kl_dims = (s.metrics or {}).get("kl_per_dim")
     if kl_dims:
         lines.append("- KL per dimension: " + ", ".join(f"{v:.2f}" for v in kl_dims))

@@ -35,6 +35,7 @@ class RunSummary:
     references: list[ReferenceMatch]
     posterior_plot: bytes | None = None
     generations: Generations | None = None
+    probe: dict | None = None  # probe.json (`textvae probe`)
 
     @property
     def description(self) -> str:
@@ -110,6 +111,7 @@ def read_run(name: str, directory: Path) -> RunSummary:
         metrics=read_eval(directory),
         references=match_reference(recipe.get("name"), other_data=bool(_data_warnings(directory))),
         posterior_plot=plot.read_bytes() if plot.is_file() else None,
+        probe=_read_json(directory / "probe.json"),
     )
 
 
