@@ -35,7 +35,7 @@ from textvae.generation import arithmetic, images, latent_space
 from textvae.generation.decoding import DecodingConfig
 from textvae.models.images import PIXEL_VALUES
 from textvae.models.model import LatentVariableModel, build_model, load_model
-from textvae.training import distributed
+from textvae.training import distributed, tracking
 from textvae.training.checkpoint import BEST_MODEL, PRETRAIN_DIR, Checkpoint, CheckpointStore, has_progress
 from textvae.training.pretrain import reset_parts
 from textvae.training.random_state import seed_everything
@@ -227,6 +227,7 @@ def train(
     """
     run_dir = Path(run_dir)
     check_device(recipe.train.device)
+    tracking.check_available(recipe.train.report_to)  # before the run directory is written
     claim_run_dir(run_dir, overwrite)  # checked by every process before rank 0 writes anything
     return _train_from_start(recipe, run_dir, callbacks, overwrite=overwrite, fresh=True)
 
@@ -313,6 +314,7 @@ def resume(run_dir: Path, device: str | None = None, callbacks: list[TrainerCall
     A finished run is returned as it is; a run stopped in its pretraining phase continues that phase."""
     run_dir = Path(run_dir)
     recipe = run_recipe(run_dir)
+    tracking.check_available(recipe.train.report_to)
     if device is not None:
         recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update={"device": device})})
     check_device(recipe.train.device)
@@ -420,6 +422,7 @@ def evaluate_run(
         cfg = cfg.model_copy(update={"svi": run.recipe.update.svi})
     if svi_steps is not None:
         cfg = cfg.model_copy(update={"svi": (cfg.svi or SVIConfig()).model_copy(update={"steps": svi_steps})})
+    tracking.check_available(run.recipe.train.report_to)
     data = evaluation_split(run.recipe, run.tokenizer, split, cfg.limit)
     metrics = evaluate(
         run.model.set_precision(cfg.precision).set_compiled(cfg.compile),
@@ -438,4 +441,6 @@ def evaluate_run(
             "recipe": run.recipe.name,
         }
     )
+    if distributed.is_main():
+        tracking.log_evaluation(run.recipe, run.directory, metrics)  # train.report_to: eval/SPLIT/... scalars
     return metrics

@@ -424,6 +424,7 @@ class TrainConfig(Section):
     max_nonfinite: int = Field(10, gt=0)  # updates skipped for a non-finite loss or gradient in a row before stopping
     posterior_mean_plot: PosteriorMeanPlotConfig | None = None
     pretrain: PretrainConfig | None = None  # Li et al. 2019's autoencoder pretraining and decoder reset
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = []  # trackers fed with metrics.jsonl (extras)
 
 
 class EvalConfig(Section):

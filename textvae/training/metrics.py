@@ -10,6 +10,7 @@ from typing import Any
 
 from textvae.errors import TextVAEError
 from textvae.training import distributed
+from textvae.training.tracking import Trackers, reported_steps
 
 SUMMED_TERMS = ("loss", "rec", "kl", "n")  # sums over a batch's documents; other terms are per-step values
 TOKENS = "_n_tokens"
@@ -19,8 +20,12 @@ class MetricsLog:
     """Appends one JSON object per line to metrics.jsonl (flushed, so a crash loses nothing logged); only the
     main process of a data-parallel run writes."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, trackers: Trackers | None = None) -> None:
         self.path = path
+        self.trackers = trackers if distributed.is_main() else None
+        # the last step of each record kind already sent to the trackers (a resumed run, cut back to its
+        # checkpoint, logs those steps again: they go to metrics.jsonl only)
+        self.reported = reported_steps(path) if self.trackers is not None else {}
 
     def write(self, record: dict) -> None:
         if not distributed.is_main():
@@ -30,6 +35,15 @@ class MetricsLog:
                 handle.write(json.dumps(record) + "\n")
         except OSError as err:
             raise TextVAEError(f"{self.path}: cannot write ({err.strerror or err})") from err
+        kind, step = record.get("kind"), record.get("step", 0)
+        if self.trackers is not None and step > self.reported.get(kind, -1):
+            self.trackers.log(record)
+            self.reported[kind] = step
+
+    def close(self) -> None:
+        """Flush and close the trackers (metrics.jsonl is closed after every line)."""
+        if self.trackers is not None:
+            self.trackers.close()
 
     def size(self) -> int:
         """Bytes written so far (a checkpoint remembers it)."""

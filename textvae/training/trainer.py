@@ -26,7 +26,7 @@ from textvae.errors import TextVAEError
 from textvae.evaluation import latent_metrics
 from textvae.evaluation.likelihood import elbo_nll
 from textvae.objectives import build_objective
-from textvae.training import distributed, random_state
+from textvae.training import distributed, random_state, tracking
 from textvae.training.checkpoint import CheckpointStore
 from textvae.training.metrics import MetricsLog, RunningSums, summed_over_processes
 from textvae.training.posterior_tracker import PosteriorMeanTracker
@@ -146,7 +146,7 @@ class Trainer:
         distributed.broadcast_tensors([*self.model.parameters(), *self.model.buffers()])  # rank 0's start
         self.random_batches = random_training_batches(recipe, train)
         self.update = build_update(self._update_context())
-        self.metrics = MetricsLog(run_dir / "metrics.jsonl")
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl", tracking.for_recipe(recipe, run_dir))  # train.report_to
         self.checkpoints = CheckpointStore(run_dir, recipe.train.checkpoints.keep_last)
         self._best_weights: dict[str, torch.Tensor] | None = None
         self._window = RunningSums(self.per_token)  # since the last logged step
@@ -190,8 +190,11 @@ class Trainer:
         seed_everything(cfg.seed)
         if self._restored_rng is not None:
             random_state.restore(self._restored_rng)
-        with flush_denormals(self.device), cudnn_autotuned(self.device):
-            self._fit()
+        try:
+            with flush_denormals(self.device), cudnn_autotuned(self.device):
+                self._fit()
+        finally:
+            self.metrics.close()  # the train.report_to trackers
         return self.state
 
     def _fit(self) -> None:
