@@ -30,7 +30,9 @@ class Section(BaseModel):
 
 class TokenizerConfig(Section):
     type: Literal["word", "sentencepiece", "pretrained"] = "word"
-    path: str | None = None  # pretrained: a local Hugging Face tokenizer directory (e.g. a GPT-2 checkpoint's)
+    # pretrained: a local Hugging Face tokenizer directory (e.g. a GPT-2 checkpoint's); sentencepiece: a trained
+    # model file (spm.model) instead of training one on the training split
+    path: str | None = None
     vocab_file: str | None = None  # word level: one token per line (e.g. Yahoo's vocab.txt)
     vocab_size: int | None = Field(None, gt=4)
     min_frequency: int = Field(1, ge=1)
@@ -682,9 +684,37 @@ def build_recipe(data: dict[str, Any], source: str) -> Recipe:
         raise TextVAEError(_format_validation_error(source, err)) from err
 
 
+# the recipe keys that name files or folders
+PATH_KEYS = (
+    ("data", "train"),
+    ("data", "valid"),
+    ("data", "test"),
+    ("data", "cache_dir"),
+    ("data", "tokenizer", "vocab_file"),
+    ("data", "tokenizer", "path"),
+    ("model", "huggingface", "encoder"),
+    ("model", "huggingface", "decoder"),
+)
+
+
+def resolve_recipe_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Relative paths resolve against the recipe file's folder where the file or folder exists there; others are
+    kept as written (relative to the working directory, as the shipped recipes' `data/...` paths are)."""
+    for keys in PATH_KEYS:
+        parent: Any = data
+        for key in keys[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        value = parent.get(keys[-1]) if isinstance(parent, dict) else None
+        if isinstance(value, str) and value and not Path(value).is_absolute() and (folder / value).exists():
+            parent[keys[-1]] = str((folder / value).resolve())
+    return data
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Load a recipe YAML, apply `--set` overrides, validate. Errors name the file and the key."""
-    data = apply_overrides(load_recipe_dict(Path(path)), overrides or [])
+    """Load a recipe YAML (paths relative to its folder where they exist there), apply `--set` overrides (paths
+    relative to the working directory), validate. Errors name the file and the key."""
+    path = Path(path)
+    data = apply_overrides(resolve_recipe_paths(load_recipe_dict(path), path.parent), overrides or [])
     return build_recipe(data, str(path))
 
 

@@ -12,10 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from textvae.data.own_corpus import DEFAULT_VOCAB_SIZE, RECIPE_FILE, CorpusOptions, parse_split, prepare_text_corpus
 from textvae.data.prepare import available_datasets, describe_datasets, prepare_dataset
 from textvae.errors import TextVAEError
 
-_NAMES = ", ".join(available_datasets())
+_NAMES = ", ".join([*available_datasets(), "text (your own corpus)"])
 
 app = typer.Typer(
     help=(
@@ -39,6 +40,8 @@ def _row(record: dict) -> tuple[str, ...]:
             f"{math.prod(shape)} ({'x'.join(map(str, shape))})",
             f"{record['mean_pixel']:.2f}",
         )
+    if "lines" not in record:  # a binary file (spm.model)
+        return "–", "–"
     per_line = record["tokens"] / record["lines"] if record["lines"] else 0.0
     return f"{record['lines']:,}", f"{per_line:.2f}"
 
@@ -77,8 +80,26 @@ def prepare(
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: data/NAME)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty output folder."),
+    train: Path | None = typer.Option(None, "--train", help="text: your corpus, one document per line."),
+    valid: Path | None = typer.Option(None, "--valid", help="text: validation documents (else cut from --train)."),
+    test: Path | None = typer.Option(None, "--test", help="text: test documents (else cut from --train)."),
+    split: str = typer.Option(
+        "0.9,0.05,0.05", "--split", help="text: train,valid,test shares of --train for the splits not given as files."
+    ),
+    labeled: bool = typer.Option(False, "--labeled", help="text: lines are `label<TAB>text`."),
+    vocab_size: int | None = typer.Option(
+        None, "--vocab-size", min=5, help=f"text: word-level vocabulary size (default {DEFAULT_VOCAB_SIZE:,})."
+    ),
+    sentencepiece: int | None = typer.Option(
+        None, "--sentencepiece", min=5, help="text: a sentencepiece vocabulary of this size instead of words."
+    ),
+    seed: int = typer.Option(0, "--seed", help="text: the shuffle that cuts valid/test from --train."),
 ) -> None:
     """Download (or copy from --from), verify sha256s, write train/valid/test.txt (.npz for images) + manifest.json.
+
+    text: your own corpus (--train FILE ...): writes the splits, vocab.txt (or spm.model) and a ready recipe.yaml
+    (the CPU-scaled LSTM VAE + KL annealing) whose data paths are relative to its own folder, so that
+    `textvae train data/NAME/recipe.yaml -o runs/NAME` trains on it from any working directory.
 
     yahoo, yelp, synthetic: He et al. 2019's release (Google Drive datasets.tar.gz)
     ptb: Mikolov's simple-examples.tgz
@@ -90,8 +111,23 @@ def prepare(
     from textvae.cli.app import setup_logging
 
     setup_logging()
-    out_dir = prepare_dataset(name, out or Path("data") / name, source=source, overwrite=overwrite)
+    text_options = {"--train": train, "--valid": valid, "--test": test, "--vocab-size": vocab_size}
+    text_options |= {"--sentencepiece": sentencepiece, "--labeled": labeled or None}
+    if name != "text":
+        given = next((option for option, value in text_options.items() if value is not None), None)
+        if given is not None:
+            raise TextVAEError(f"{given}: only for `textvae data prepare text` (your own corpus), not {name}")
+        out_dir = prepare_dataset(name, out or Path("data") / name, source=source, overwrite=overwrite)
+    else:
+        if train is None:
+            raise TextVAEError("data prepare text: --train FILE is required (your corpus, one document per line)")
+        if source is not None:
+            raise TextVAEError("--from: not for `data prepare text` (give --train, --valid, --test)")
+        options = CorpusOptions(train, valid, test, parse_split(split), labeled, vocab_size, sentencepiece, seed)
+        out_dir = prepare_text_corpus(options, out or Path("data") / train.stem, overwrite=overwrite)
     Console().print(summary_table(out_dir))
+    if name == "text":
+        Console().print(f"next: textvae train {out_dir / RECIPE_FILE} -o runs/{out_dir.name}")
 
 
 @app.command("list")
@@ -100,6 +136,7 @@ def list_datasets() -> None:
     table = Table("name", "description")
     for name, description in describe_datasets().items():
         table.add_row(name, description)
+    table.add_row("text", "your own corpus: --train FILE [--valid FILE --test FILE | --split 0.9,0.05,0.05]")
     Console().print(table)
 
 

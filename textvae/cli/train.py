@@ -12,7 +12,11 @@ from textvae.errors import TextVAEError
 
 
 def train(
-    recipe: Path | None = typer.Argument(None, help="Recipe YAML, e.g. recipes/yahoo/anneal.yaml."),
+    recipe: Path | None = typer.Argument(
+        None,
+        help="Recipe YAML, e.g. recipes/yahoo/anneal.yaml. Its relative data paths resolve against its own folder "
+        "where the file exists there, else against the working directory (as the shipped recipes' data/...).",
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run directory to create (recipe, model, metrics)."),
     resume: Path | None = typer.Option(
         None, "--resume", help="Continue a stopped or killed run from its newest checkpoint (no RECIPE, no -o)."

@@ -108,6 +108,10 @@ class WordTokenizer:
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
 
+    def words(self) -> list[str]:
+        """The vocabulary in id order (special tokens first)."""
+        return [self._tok.id_to_token(i) for i in range(self.vocab_size)]
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [enc.ids for enc in self._tok.encode_batch(texts, add_special_tokens=False)]
 
@@ -154,7 +158,13 @@ class SentencePieceTokenizer:
 
     @classmethod
     def load(cls, directory: Path) -> SentencePieceTokenizer:
-        path = _saved_file(directory / SPM_FILE)
+        return cls.from_file(_saved_file(directory / SPM_FILE))
+
+    @classmethod
+    def from_file(cls, path: Path) -> SentencePieceTokenizer:
+        """A trained sentencepiece model file (`data.tokenizer.path`, or a saved run's spm.model)."""
+        if not path.is_file():
+            raise TextVAEError(f"{path}: sentencepiece model file not found")
         try:
             tok = cls(path.read_bytes())
         except (OSError, RuntimeError) as err:
@@ -162,6 +172,11 @@ class SentencePieceTokenizer:
         if tok.vocab_size == 0:
             raise TextVAEError(f"{path}: not a readable sentencepiece model (no pieces)")
         return tok
+
+    @property
+    def model_proto(self) -> bytes:
+        """The serialised model (what spm.model holds)."""
+        return self._proto
 
     @property
     def vocab_size(self) -> int:
@@ -279,6 +294,8 @@ def build_tokenizer(cfg: TokenizerConfig, texts: Iterator[str]) -> TextTokenizer
         if cfg.path is None:
             raise TextVAEError("data.tokenizer.path: required for a pretrained tokenizer (a local model directory)")
         tok: TextTokenizer = PretrainedTokenizer.from_pretrained(Path(cfg.path))
+    elif cfg.type == "sentencepiece" and cfg.path is not None:
+        tok = SentencePieceTokenizer.from_file(Path(cfg.path))
     elif cfg.type == "sentencepiece":
         tok = SentencePieceTokenizer.train(texts, cfg)
     elif cfg.vocab_file is not None:

@@ -32,7 +32,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from textvae.config import Recipe, _format_validation_error, _read_yaml, apply_overrides, build_recipe, load_recipe_dict
+from textvae.config import (
+    Recipe,
+    _format_validation_error,
+    _read_yaml,
+    apply_overrides,
+    build_recipe,
+    load_recipe_dict,
+    resolve_recipe_paths,
+)
 from textvae.errors import TextVAEError
 
 SUITES_FOLDER = Path(__file__).resolve().parents[2] / "recipes" / "suites"  # the repository's suites
@@ -155,7 +163,8 @@ class Suite(_Strict):
         path = self.recipe_path(method)
         if not path.is_file():
             raise TextVAEError(f"suite {self.name}: method {method.name}: recipe {path} not found")
-        data = apply_overrides(load_recipe_dict(path), self.overrides(method, seed, budget, device))
+        data = resolve_recipe_paths(load_recipe_dict(path), path.parent)
+        data = apply_overrides(data, self.overrides(method, seed, budget, device))
         return build_recipe(data, f"{path} (suite {self.name}, method {method.name})")
 
 
