@@ -26,7 +26,9 @@ SHIPPED = sorted(path.stem for path in SUITES_FOLDER.glob("*.yaml"))
 
 
 def test_the_issue_suites_ship():
-    assert {"synthetic", "he2019-yahoo", "he2019-yelp", "li2019-ptb", "yahoo-mini-cpu"} <= set(SHIPPED)
+    assert {"synthetic", "he2019-yahoo", "he2019-yelp", "li2019-ptb", "yahoo-mini-cpu", "yahoo-mini-cpu-2h"} <= set(
+        SHIPPED
+    )
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -40,8 +42,9 @@ def test_every_row_of_every_shipped_suite_resolves(name: str):
             assert recipe.train.epochs <= 2
 
 
-def test_cpu_suite_has_the_rows_and_seeds_the_issue_asks_for():
-    suite = load_suite("yahoo-mini-cpu")
+@pytest.mark.parametrize("name", ["yahoo-mini-cpu", "yahoo-mini-cpu-2h"])
+def test_cpu_suite_has_the_rows_and_seeds_the_issue_asks_for(name: str):
+    suite = load_suite(name)
     rows = {m.name: len(suite.seeds_of(m)) for m in suite.methods}
     for name in ("lm", "vanilla", "anneal", "beta0.4", "cyclical", "freebits", "bn-vae", "aggressive-anneal"):
         assert name in rows
