@@ -26,6 +26,7 @@ from textvae.errors import TextVAEError
 from textvae.evaluation import latent_metrics
 from textvae.evaluation.likelihood import elbo_nll
 from textvae.objectives import build_objective
+from textvae.objectives.base import StatefulObjective
 from textvae.training import distributed, random_state, tracking
 from textvae.training.checkpoint import CheckpointStore
 from textvae.training.metrics import MetricsLog, RunningSums, summed_over_processes
@@ -341,7 +342,7 @@ class Trainer:
             "trainer": asdict(self.state),
             "accumulators": {"window": self._window.state_dict(), "epoch": self._epoch.state_dict()},
             "update": self.update.state_dict(),
-            "objective": self.objective.state_dict() if hasattr(self.objective, "state_dict") else {},
+            "objective": self.objective.state_dict() if isinstance(self.objective, StatefulObjective) else {},
             "random": random_state.capture(),
             "random_batches": self.random_batches.state_dict(),
             "best_weights": self._best_weights,
@@ -369,7 +370,7 @@ class Trainer:
         self._window.load_state_dict(state["accumulators"]["window"])
         self._epoch.load_state_dict(state["accumulators"]["epoch"])
         self.update.load_state_dict(state["update"])
-        if hasattr(self.objective, "load_state_dict"):
+        if isinstance(self.objective, StatefulObjective):
             self.objective.load_state_dict(state["objective"], self.model.latent_dim, self.device)
         self.random_batches.load_state_dict(state["random_batches"])
         self._restored_rng = state["random"]

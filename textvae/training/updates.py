@@ -13,6 +13,7 @@ import torch
 
 from textvae.config import OptimConfig
 from textvae.data.batching import TextBatch
+from textvae.objectives.base import Objective, StatefulObjective
 from textvae.registry import Registry
 from textvae.training.distributed import average_gradients
 from textvae.training.guards import DEFAULT_LIMIT, NonFiniteGuard, grad_norm
@@ -39,7 +40,7 @@ class UpdateContext:
     """What an update rule is built from."""
 
     model: torch.nn.Module
-    objective: Callable
+    objective: Objective
     optim: OptimConfig
     cfg: object  # the recipe's `update:` section (one of the UpdateConfig variants)
     lr: float
@@ -63,7 +64,16 @@ def batch_terms(loss: torch.Tensor, terms: dict[str, float], batch: TextBatch) -
 
 
 class UpdateRule:
-    """Base: one optimiser over all trainable parameters; no per-epoch decisions."""
+    """An update rule, registered with `@update_rule(name)` and built from an `UpdateContext`.
+
+    The trainer calls `rule(batch, step)` once per training batch (it computes the objective, steps the
+    optimisers through `clip_and_step`, which averages gradients over processes, clips them and skips
+    non-finite steps, and returns the batch's terms to log), `set_lr(lr)` when He et al.'s decay lowers the
+    learning rate, `end_epoch(metrics)` after each validation (extra fields to log, e.g. aggressive training
+    switching off; validation MI is computed for it when `wants_val_mi`), and `state_dict()` /
+    `load_state_dict()` for checkpoints (optimisers, the `resumable` attributes, the guard's counts).
+    This base is the joint rule's machinery: one optimiser over all trainable parameters.
+    """
 
     wants_val_mi = False  # the trainer computes validation MI each epoch when a rule needs it
     resumable: tuple[str, ...] = ()  # attributes besides the optimisers that change during training
@@ -77,7 +87,7 @@ class UpdateRule:
         self.sample_batch = ctx.sample_batch
         self.params = trainable(ctx.model)
         self.guard = NonFiniteGuard(ctx.max_nonfinite)
-        if hasattr(ctx.objective, "guard"):  # an objective with an optimiser of its own (WAE-GAN's discriminator)
+        if isinstance(ctx.objective, StatefulObjective):  # an optimiser of its own (WAE-GAN's discriminator)
             ctx.objective.guard = self.guard
         self.set_lr(ctx.lr)
 
