@@ -183,6 +183,7 @@ def test_mean_sd_over_seeds_and_findings(tmp_path, recipe_file):
             {"name": "lm", "recipe": str(recipe_file), "seeds": 1, "published": {"nll": 328.1}},
             {"name": "vae", "recipe": str(recipe_file), "label": "VAE"},
             {"name": "agg", "recipe": str(recipe_file), "label": "Aggressive"},
+            {"name": "fb", "recipe": str(recipe_file), "label": "Free bits", "seeds": 2},
         ],
         baseline="vae",
         reference="lm",
@@ -197,6 +198,10 @@ def test_mean_sd_over_seeds_and_findings(tmp_path, recipe_file):
         fake_run(run_dir_of(out, "vae", seed), resolved(suite, "vae", seed), vae)
         agg = {"iw_nll": nll + 0.5, "kl": 3.0, "mi": 2.0, "au": seed}
         fake_run(run_dir_of(out, "agg", seed), resolved(suite, "agg", seed), agg, seconds=150.0)
+    for seed in (1, 2):  # the KL held at a free-bits target, the means constant: no information
+        fake_run(
+            run_dir_of(out, "fb", seed), resolved(suite, "fb", seed), {"iw_nll": 104.0, "kl": 7.0, "mi": 0.15, "au": 0}
+        )
     results = collect(suite, out)
     rows = {row["method"]: row for row in results["rows"]}
     assert rows["vae"]["iw_nll"]["mean"] == pytest.approx(102.0)
@@ -207,7 +212,10 @@ def test_mean_sd_over_seeds_and_findings(tmp_path, recipe_file):
     assert rows["agg"]["train_ratio"] == pytest.approx(2.5)
     assert rows["lm"]["published"] == {"nll": 328.1}
     assert collapsed(rows["vae"]) is True and collapsed(rows["agg"]) is False and collapsed(rows["lm"]) is None
+    assert collapsed(rows["fb"]) is True  # a KL of 7 nats with AU 0 is not a used latent
     text = "\n".join(results["findings"])
+    assert "Free bits keeps" not in text and "Unused latent (AU 0 in every seed): VAE, Free bits." in text
+    assert "Free bits holds KL 7.00 ± 0.00 with no active unit" in text and "VAE holds" not in text
     assert "VAE collapses at this scale" in text
     assert "Aggressive keeps a used latent" in text and "+2.50 nats relative to lm" in text
     # aggressive 102.5 ± 1 vs lm 100: reversed; lm 100 vs VAE 102 ± 1: holds
