@@ -35,6 +35,7 @@ from textvae.generation import arithmetic, images, latent_space
 from textvae.generation.decoding import DecodingConfig
 from textvae.models.images import PIXEL_VALUES
 from textvae.models.model import LatentVariableModel, build_model, load_model
+from textvae.plugins import check_run_plugins, write_plugin_records
 from textvae.training import distributed, tracking
 from textvae.training.checkpoint import BEST_MODEL, PRETRAIN_DIR, Checkpoint, CheckpointStore, has_progress
 from textvae.training.pretrain import reset_parts
@@ -376,12 +377,14 @@ def write_run_dir(run_dir: Path, recipe: Recipe, stats: dict, overwrite: bool) -
     if distributed.world_size() > 1:
         environment["world_size"] = distributed.world_size()
     write_atomic(run_dir / ENVIRONMENT_FILE, json.dumps(environment, indent=1).encode())
+    write_plugin_records(run_dir)
 
 
 def run_recipe(run_dir: Path) -> Recipe:
     """The resolved recipe a run directory was trained with."""
     if not (run_dir / RECIPE_FILE).is_file():
         raise TextVAEError(f"{run_dir}: not a textvae run directory ({RECIPE_FILE} missing)")
+    check_run_plugins(run_dir)
     return build_recipe(load_recipe_dict(run_dir / RECIPE_FILE), str(run_dir / RECIPE_FILE))
 
 

@@ -1,9 +1,18 @@
-"""Name -> implementation registries filled by a decorator (recipes name things by `type:`)."""
+"""Name -> implementation registries filled by a decorator (recipes name things by `type:`).
+
+A registry may also hold each entry's recipe section (a pydantic class): `section_field()` is then the recipe
+field type that validates a `{type: NAME, ...}` mapping with the class registered under NAME, so methods added
+later (by a plugin) are recipe keys as soon as they are registered.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import BaseModel, SerializeAsAny, WrapValidator
+from pydantic_core import PydanticCustomError
 
 from textvae.errors import TextVAEError
 
@@ -11,28 +20,82 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A dict of named implementations; `@registry.register("name")` adds one."""
+    """A dict of named implementations; `@registry.register("name", config=Section)` adds one.
 
-    def __init__(self, kind: str) -> None:
+    `builtins` names the module whose import registers the package's own entries; it is imported on the first
+    lookup (so the registry itself imports nothing), followed by the installed plugins (`textvae.plugins`).
+    """
+
+    def __init__(self, kind: str, builtins: str | None = None) -> None:
         self.kind = kind
+        self._builtins = builtins
+        self._loaded = False
         self._items: dict[str, T] = {}
+        self._configs: dict[str, type[BaseModel]] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, config: type[BaseModel] | None = None) -> Callable[[T], T]:
         def add(item: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             self._items[name] = item
+            if config is not None:
+                self._configs[name] = config
             return item
 
         return add
 
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            if self._builtins is not None:
+                importlib.import_module(self._builtins)
+            from textvae.plugins import load_installed_plugins
+
+            load_installed_plugins()
+
+    def _unknown(self, name: str) -> str:
+        return f"unknown {self.kind} {name!r} (known: {', '.join(sorted(self._items))})"
+
     def __getitem__(self, name: str) -> T:
+        self._load()
         if name not in self._items:
-            raise TextVAEError(f"unknown {self.kind} {name!r} (known: {', '.join(sorted(self._items))})")
+            raise TextVAEError(self._unknown(name))
         return self._items[name]
 
+    def config(self, name: str) -> type[BaseModel]:
+        """The recipe section class registered with `name`."""
+        self._load()
+        if name not in self._configs:
+            raise TextVAEError(self._unknown(name))
+        return self._configs[name]
+
     def __contains__(self, name: str) -> bool:
+        self._load()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
+        self._load()
+        return iter(list(self._items))
+
+    def section_field(self, default: str) -> Any:
+        """The recipe field type of this registry's sections; a mapping without `type:` is a `default`."""
+        return Annotated[SerializeAsAny[BaseModel], WrapValidator(self._validate_section(default))]
+
+    def _validate_section(self, default: str) -> Callable[..., BaseModel]:
+        def validate(value: Any, handler: Any, info: Any) -> BaseModel:
+            self._load()
+            if isinstance(value, BaseModel) and type(value) in self._configs.values():
+                return value
+            if isinstance(value, BaseModel):
+                value = value.model_dump(by_alias=True)
+            if not isinstance(value, dict):
+                raise PydanticCustomError("section_type", "expected a section (a mapping with `type:`)")
+            name = value.get("type", default)
+            if not isinstance(name, str):
+                raise PydanticCustomError("section_type", f"`type:` must be a {self.kind} name")
+            if name not in self._configs:
+                hint = "; a method of your own is registered by --plugin FILE"
+                raise PydanticCustomError("section_type", self._unknown(name).replace("{", "{{") + hint)
+            return self._configs[name].model_validate({**value, "type": name})
+
+        return validate

@@ -41,20 +41,58 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
+def with_plugins(command):
+    """The command with a `--plugin FILE` option (repeatable): the files are imported before it runs, so the
+    objectives, update rules, architectures, priors or datasets they register are known to it."""
+    import functools
+    import inspect
+    import typing
+    from pathlib import Path
+
+    option = inspect.Parameter(
+        "plugin",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=list[Path],
+        default=typer.Option(
+            [],
+            "--plugin",
+            help="A Python file that registers methods (repeatable); also the textvae.plugins "
+            "entry points of installed packages.",
+            show_default=False,
+        ),
+    )
+    hints = typing.get_type_hints(command, include_extras=True)
+    own = [
+        p.replace(annotation=hints.get(p.name, p.annotation)) for p in inspect.signature(command).parameters.values()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args, plugin: list[Path], **kwargs):
+        from textvae.plugins import load_plugin_files
+
+        load_plugin_files(plugin)
+        return command(*args, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature([*own, option])
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, option]}
+    del wrapper.__wrapped__  # typer must read the combined signature
+    return wrapper
+
+
 def _register_commands() -> None:
     from textvae.cli import data, evaluate, generate, probe, quickstart, report, reproduce, train
 
-    app.command("train")(train.train)
-    app.command("eval")(evaluate.evaluate)
+    app.command("train")(with_plugins(train.train))
+    app.command("eval")(with_plugins(evaluate.evaluate))
     app.command("quickstart")(quickstart.quickstart)
-    app.command("report")(report.report)
-    app.command("reproduce")(reproduce.reproduce)
-    app.command("sample")(generate.sample)
-    app.command("reconstruct")(generate.reconstruct)
-    app.command("interpolate")(generate.interpolate)
-    app.command("transfer")(generate.transfer)
-    app.command("analogy")(generate.analogy)
-    app.command("probe")(probe.probe)
+    app.command("report")(with_plugins(report.report))
+    app.command("reproduce")(with_plugins(reproduce.reproduce))
+    app.command("sample")(with_plugins(generate.sample))
+    app.command("reconstruct")(with_plugins(generate.reconstruct))
+    app.command("interpolate")(with_plugins(generate.interpolate))
+    app.command("transfer")(with_plugins(generate.transfer))
+    app.command("analogy")(with_plugins(generate.analogy))
+    app.command("probe")(with_plugins(probe.probe))
     app.add_typer(data.app, name="data")
 
 

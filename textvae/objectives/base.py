@@ -3,20 +3,18 @@ and the registry mapping recipe `type:` names to objectives."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
-from textvae.registry import Registry
+from textvae.registries import OBJECTIVES
 
 if TYPE_CHECKING:
     from textvae.data.batching import TextBatch
     from textvae.models.posteriors import Posterior
     from textvae.training.guards import NonFiniteGuard
 
-OBJECTIVES: Registry[Callable] = Registry("objective")
 objective = OBJECTIVES.register
 
 

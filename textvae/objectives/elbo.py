@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from textvae.config import ElboConfig
+import torch
+from pydantic import Field
+
+from textvae.config.recipe import MethodSection, Recipe, needs_stochastic_encoder
+from textvae.config.sections import LANGUAGE_MODELS, ScheduleConfig
 from textvae.data.batching import TextBatch
 from textvae.data.tokenizers import BOS, EOS, PAD
 from textvae.models.posteriors import DiagonalGaussian
@@ -20,6 +24,31 @@ def bag_of_words_nll(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor
     log_probs = logits.log_softmax(-1).gather(1, tokens)
     words = (tokens != PAD) & (tokens != BOS) & (tokens != EOS)
     return -(log_probs * words).sum(1)
+
+
+class ElboConfig(MethodSection):
+    """The ELBO with a scheduled, β-scaled KL weight and optional free bits."""
+
+    type: Literal["elbo"] = "elbo"
+    beta: float = Field(1.0, ge=0)  # multiplies the scheduled KL weight
+    kl_schedule: ScheduleConfig = ScheduleConfig()
+    free_bits: float | None = Field(None, ge=0)  # per-dimension KL target (nats), Kingma et al. 2016
+    # batch: each dimension's batch-averaged KL is clamped at free_bits (Kingma et al.); document: each
+    # document's KL in each dimension counts only above free_bits (Li et al. 2019's `--fb 2`)
+    free_bits_scope: Literal["batch", "document"] = "batch"
+    # Zhao et al. 2017's bag-of-words loss: the decoder's `model.bow_head` predicts the document's words
+    # from z alone, weighted by this (an auxiliary training term; p(x|z) and evaluation do not use it)
+    bow_weight: float = Field(0.0, ge=0)
+
+    def check(self, recipe: Recipe) -> None:
+        model = recipe.model
+        if self.bow_weight > 0 and not model.bow_head:
+            raise ValueError("objective.bow_weight needs the bag-of-words head: set model.bow_head: true")
+        if model.type in LANGUAGE_MODELS and self.free_bits is not None:
+            raise ValueError(f"objective.free_bits has no meaning for a language model (model.type: {model.type})")
+        if self.free_bits is not None and model.prior.type != "standard_normal":
+            raise ValueError("objective.free_bits needs the per-dimension KL of model.prior.type standard_normal")
+        needs_stochastic_encoder(self, recipe)
 
 
 class ELBO:
@@ -97,7 +126,7 @@ class ELBO:
         return rec + self.kl_weight(step) * model.kl(posterior, z)
 
 
-@objective("elbo")
+@objective("elbo", config=ElboConfig)
 def make_elbo(cfg: ElboConfig, steps_per_epoch: int, epochs: int) -> ELBO:
     schedule = make_schedule(cfg.kl_schedule, steps_per_epoch, epochs)
     return ELBO(cfg.beta, schedule, cfg.free_bits, cfg.bow_weight, cfg.free_bits_scope)

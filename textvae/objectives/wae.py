@@ -9,13 +9,69 @@ InfoVAE (Zhao et al. 2019): rec + (1-α)·KL(q(z|x) || p(z)) + (α+λ-1)·MMD(q(
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from textvae.config import InfoVAEConfig, KernelConfig, WAEMMDConfig
+import torch
+from pydantic import ConfigDict, Field, model_validator
+
+from textvae.config.recipe import MethodSection, Recipe, needs_stochastic_encoder
+from textvae.config.sections import LANGUAGE_MODELS, KernelConfig
 from textvae.data.batching import TextBatch
 from textvae.models.posteriors import Posterior
 from textvae.objectives.base import ObjectiveOutput, objective
 from textvae.objectives.mmd import mmd_unbiased_mixture
+
+
+class LatentMatchingConfig(MethodSection):
+    """The sections of objectives that match q(z) to p(z) (WAE-MMD, InfoVAE, WAE-GAN): they need a latent."""
+
+    def check(self, recipe: Recipe) -> None:
+        if recipe.model.type in LANGUAGE_MODELS:
+            raise ValueError(f"objective.type {self.type} needs a latent variable (model.type is {recipe.model.type})")
+
+
+class StochasticEncoderPenalties(LatentMatchingConfig):
+    """Terms that keep a stochastic WAE encoder stochastic (zero for a deterministic encoder)."""
+
+    # Bahuleyan et al. 2019 (stochastic WAE): weight of KL(N(μ, σ²) || N(μ, I)) per document, a KL to a unit
+    # Gaussian centred on the posterior's own mean (keeps σ away from 0 without pulling μ to 0)
+    kl_weight: float = Field(0.0, ge=0)
+    # Rubenstein et al. 2018: weight of the L1 penalty Σ_d |log σ_d²| per document
+    logvar_penalty: float = Field(0.0, ge=0)
+
+    def check(self, recipe: Recipe) -> None:
+        super().check(recipe)
+        if recipe.model.posterior == "deterministic" and (self.kl_weight or self.logvar_penalty):
+            raise ValueError("objective.kl_weight and logvar_penalty act on a stochastic encoder (model.posterior)")
+
+
+class WAEMMDConfig(StochasticEncoderPenalties):
+    """WAE-MMD (Tolstikhin et al. 2018): reconstruction + λ·MMD(aggregate posterior, prior), unbiased estimate."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    type: Literal["wae_mmd"]
+    lambda_: float = Field(10.0, ge=0, alias="lambda")
+    mmd: KernelConfig = KernelConfig()
+
+
+class InfoVAEConfig(LatentMatchingConfig):
+    """InfoVAE (Zhao et al. 2019): rec + (1-α)·KL(q(z|x)||p(z)) + (α+λ-1)·MMD(q(z), p(z)); α=1 is the MMD-VAE."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    type: Literal["infovae"]
+    alpha: float = Field(0.0, le=1)
+    lambda_: float = Field(1000.0, gt=0, alias="lambda")
+    mmd: KernelConfig = KernelConfig(kernel="rbf", scales=[1.0])
+
+    @model_validator(mode="after")
+    def _divergence_weight_not_negative(self) -> InfoVAEConfig:
+        if self.alpha + self.lambda_ - 1 < 0:
+            raise ValueError(f"alpha + lambda - 1 must be >= 0 (got {self.alpha + self.lambda_ - 1:g})")
+        return self
+
+    def check(self, recipe: Recipe) -> None:
+        super().check(recipe)
+        needs_stochastic_encoder(self, recipe)
 
 
 class LatentMatchingObjective:
@@ -104,11 +160,11 @@ class InfoVAE(MMDObjective):
     selection_metric = "elbo_nll"
 
 
-@objective("wae_mmd")
+@objective("wae_mmd", config=WAEMMDConfig)
 def make_wae_mmd(cfg: WAEMMDConfig, steps_per_epoch: int, epochs: int) -> WAEMMD:
     return WAEMMD(cfg.lambda_, cfg.mmd, variance_kl_weight=cfg.kl_weight, logvar_penalty=cfg.logvar_penalty)
 
 
-@objective("infovae")
+@objective("infovae", config=InfoVAEConfig)
 def make_infovae(cfg: InfoVAEConfig, steps_per_epoch: int, epochs: int) -> InfoVAE:
     return InfoVAE(cfg.alpha + cfg.lambda_ - 1.0, cfg.mmd, prior_kl_weight=1.0 - cfg.alpha)

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import ConfigDict, Field
 from torch import nn
 from torch.func import functional_call
 
-from textvae.config import DiscriminatorConfig, WAEGANConfig
+from textvae.config.sections import Section
 from textvae.objectives.base import objective
-from textvae.objectives.wae import LatentMatchingObjective
+from textvae.objectives.wae import LatentMatchingObjective, StochasticEncoderPenalties
 from textvae.training.distributed import average_gradients
 from textvae.training.guards import NonFiniteGuard, grad_norm
+
+
+class DiscriminatorConfig(Section):
+    """WAE-GAN's latent-space discriminator: an MLP with its own Adam optimiser (Tolstikhin et al.)."""
+
+    hidden_dim: int = Field(512, gt=0)
+    layers: int = Field(3, ge=1)  # hidden layers
+    lr: float = Field(5e-4, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)
+
+
+class WAEGANConfig(StochasticEncoderPenalties):
+    """WAE-GAN (Tolstikhin et al. 2018): reconstruction + λ·(-log D(z)), z from the encoder, D trained adversarially."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    type: Literal["wae_gan"]
+    lambda_: float = Field(1.0, ge=0, alias="lambda")
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
 
 
 def make_discriminator(latent_dim: int, cfg: DiscriminatorConfig) -> nn.Sequential:
@@ -94,6 +115,6 @@ class WAEGAN(LatentMatchingObjective):
         return self.weight * adversarial, {**terms, "adv": adversarial.item()}
 
 
-@objective("wae_gan")
+@objective("wae_gan", config=WAEGANConfig)
 def make_wae_gan(cfg: WAEGANConfig, steps_per_epoch: int, epochs: int) -> WAEGAN:
     return WAEGAN(cfg.lambda_, cfg.discriminator, cfg.kl_weight, cfg.logvar_penalty)

@@ -32,13 +32,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from textvae.config import (
-    Recipe,
-    _format_validation_error,
-    _read_yaml,
+from textvae.config import Recipe
+from textvae.config.loading import (
     apply_overrides,
     build_recipe,
+    format_validation_error,
     load_recipe_dict,
+    read_yaml,
     resolve_recipe_paths,
 )
 from textvae.errors import TextVAEError
@@ -186,11 +186,11 @@ def find_suite(name_or_path: str | Path) -> Path:
 def load_suite(name_or_path: str | Path) -> Suite:
     """Read and validate a suite file; every error is one line naming the file and the key."""
     path = find_suite(name_or_path)
-    data = _read_yaml(path)
+    data = read_yaml(path)
     try:
         suite = Suite.model_validate({**data, "folder": path.parent})
     except ValidationError as err:
-        raise TextVAEError(_format_validation_error(str(path), err)) from err
+        raise TextVAEError(format_validation_error(str(path), err)) from err
     for method in suite.methods:
         if not suite.recipe_path(method).is_file():
             raise TextVAEError(f"{path}: method {method.name}: recipe {suite.recipe_path(method)} not found")

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Literal
 
 import torch
 
+from textvae.config.recipe import MethodSection, Recipe
+from textvae.config.sections import SVIConfig
 from textvae.data.batching import TextBatch
 from textvae.errors import TextVAEError
 from textvae.inference.svi import refine_differentiable
@@ -23,7 +26,18 @@ from textvae.training.updates import UpdateContext, UpdateRule, batch_terms, upd
 NEEDS = ("example_losses", "loss_from_posterior")  # what the objective must offer
 
 
-@update_rule("savae")
+class SemiAmortizedUpdateConfig(MethodSection):
+    """SA-VAE (Kim et al. 2018): SVI from the encoder's output; gradients through the unrolled steps."""
+
+    type: Literal["savae"]
+    svi: SVIConfig = SVIConfig()
+
+    def check(self, recipe: Recipe) -> None:
+        if recipe.model.posterior == "deterministic":
+            raise ValueError("update.type savae refines a Gaussian posterior: set model.posterior: gaussian")
+
+
+@update_rule("savae", config=SemiAmortizedUpdateConfig)
 class SemiAmortizedUpdate(UpdateRule):
     """One SA-VAE step on encoder and decoder together; logs the SVI loss at λ_0 and λ_K."""
 

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from textvae.config import OptimConfig
+from textvae.config.recipe import MethodSection
+from textvae.config.sections import OptimConfig
 from textvae.data.batching import TextBatch
 from textvae.objectives.base import Objective, StatefulObjective
-from textvae.registry import Registry
+from textvae.registries import UPDATES
 from textvae.training.distributed import average_gradients
 from textvae.training.guards import DEFAULT_LIMIT, NonFiniteGuard, grad_norm
 
-UPDATES: Registry[Callable] = Registry("update rule")
 update_rule = UPDATES.register
 
 OPTIMIZERS = {
@@ -136,7 +137,13 @@ class UpdateRule:
         raise NotImplementedError
 
 
-@update_rule("joint")
+class JointUpdateConfig(MethodSection):
+    """One gradient step on encoder and decoder together."""
+
+    type: Literal["joint"] = "joint"
+
+
+@update_rule("joint", config=JointUpdateConfig)
 class JointUpdate(UpdateRule):
     """The plain step: one gradient step on encoder and decoder together."""
 

@@ -1,0 +1,301 @@
+"""The recipe sections every method shares: data, model, schedules, kernels, SVI, optimiser, evaluation.
+
+A method's own section (an objective's, an update rule's) sits beside its code and is registered with it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TokenizerConfig(Section):
+    type: Literal["word", "sentencepiece", "pretrained"] = "word"
+    # pretrained: a local Hugging Face tokenizer directory (e.g. a GPT-2 checkpoint's); sentencepiece: a trained
+    # model file (spm.model) instead of training one on the training split
+    path: str | None = None
+    vocab_file: str | None = None  # word level: one token per line (e.g. Yahoo's vocab.txt)
+    vocab_size: int | None = Field(None, gt=4)
+    min_frequency: int = Field(1, ge=1)
+    lowercase: bool = False
+    character_coverage: float = Field(1.0, gt=0, le=1)  # sentencepiece
+    model_type: Literal["unigram", "bpe"] = "unigram"  # sentencepiece
+
+
+class DataConfig(Section):
+    train: str
+    valid: str
+    test: str | None = None
+    format: Literal["text", "labeled"] = "text"  # labeled: `label<TAB>text`
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    max_length: int | None = Field(None, gt=0)  # in tokens, without <s> and </s>
+    overlong: Literal["truncate", "drop"] = "truncate"
+    batch_size: int = Field(32, gt=0)
+    eval_batch_size: int = Field(64, gt=0)
+    bucket: bool = True  # length-bucketed batches
+    cache_dir: str | None = None
+    limit_train: int | None = Field(None, gt=0)  # first N training documents (quick experiments)
+
+
+class ImageDataConfig(Section):
+    """Binary images (MNIST, OMNIGLOT) prepared as .npz files with an `images` uint8 array (255 = ink)."""
+
+    format: Literal["images"]
+    train: str
+    valid: str
+    test: str | None = None
+    # training images: drawn afresh each batch, x ~ Bernoulli(pixel/255) (Burda et al.), binarised once with
+    # `binarization_seed`, or grey; validation and test images are always binarised once with the seed
+    train_binarization: Literal["dynamic", "fixed", "none"] = "dynamic"
+    binarization_seed: int = 0
+    batch_size: int = Field(50, gt=0)
+    eval_batch_size: int = Field(50, gt=0)
+    limit_train: int | None = Field(None, gt=0)  # first N training images (quick experiments)
+
+
+def _data_format(value: Any) -> str:
+    fmt = value.get("format") if isinstance(value, dict) else getattr(value, "format", None)
+    return "images" if fmt == "images" else "text"
+
+
+AnyDataConfig = Annotated[
+    Annotated[DataConfig, Tag("text")] | Annotated[ImageDataConfig, Tag("images")], Discriminator(_data_format)
+]
+
+
+class PriorConfig(Section):
+    """p(z): standard normal, a learnable mixture of Gaussians, or a VampPrior (Tomczak & Welling 2018)."""
+
+    type: Literal["standard_normal", "mog", "vamp"] = "standard_normal"
+    components: int = Field(10, gt=0)  # mog: mixture components; vamp: pseudo-inputs
+    pseudo_length: int = Field(16, gt=0)  # vamp: tokens per pseudo-input (soft embeddings fed to the encoder)
+    kl_samples: int = Field(1, gt=0)  # Monte Carlo samples for KL(q(z|x) || p(z)) when it has no closed form
+    # false: the prior's parameters (MoG weights, means, variances; VampPrior pseudo-inputs) stay at their
+    # initial values. A fixed-scale prior keeps WAE-MMD from shrinking prior and codes together.
+    learnable: bool = True
+
+
+class TransformerConfig(Section):
+    """From-scratch transformer encoder and causal decoder (model.type transformer_vae / transformer_lm)."""
+
+    d_model: int = Field(256, gt=0)
+    n_heads: int = Field(4, gt=0)
+    ff_dim: int = Field(1024, gt=0)
+    encoder_layers: int = Field(2, ge=1)
+    decoder_layers: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(512, gt=1)  # learned positions: longest <s> x </s> sequence
+    tie_embeddings: bool = True  # the decoder's output layer shares the token embedding matrix
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TransformerConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        return self
+
+
+class HuggingFaceConfig(Section):
+    """Hugging Face encoder / causal-LM decoder (model.type hf_vae): a local pretrained directory or a config."""
+
+    decoder: str | None = None  # local dir for AutoModelForCausalLM.from_pretrained (GPT-2 family)
+    decoder_config: dict[str, Any] | None = None  # or random weights: AutoConfig.for_model(**decoder_config)
+    encoder: str | None = None  # local dir for AutoModel.from_pretrained (BERT family)
+    encoder_config: dict[str, Any] | None = None
+    # attention kernel of both models; "eager" has double backward (SA-VAE with update.svi.hvp: exact),
+    # PyTorch's fused "sdpa" kernels on CPU do not. None: the library's default.
+    attn_implementation: Literal["eager", "sdpa"] | None = None
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> HuggingFaceConfig:
+        for side in ("decoder", "encoder"):
+            given = (getattr(self, side) is not None) + (getattr(self, f"{side}_config") is not None)
+            if given != 1:
+                raise ValueError(f"give exactly one of {side} (a pretrained directory) and {side}_config")
+        return self
+
+
+class ImageModelConfig(Section):
+    """ResNet encoder and Bernoulli or gated PixelCNN decoder (He et al. 2019's OMNIGLOT setting)."""
+
+    image_shape: tuple[int, int, int] = (1, 28, 28)  # channels, height, width
+    encoder_channels: list[int] = Field([64, 64, 64], min_length=1)  # one residual stage (stride 2) per entry
+    pixelcnn_channels: int = Field(32, gt=0)
+    pixelcnn_kernels: list[int] = Field([9, 9, 9, 7, 7, 7, 5, 5, 5, 3, 3, 3], min_length=1)  # one gated layer each
+    bernoulli_hidden: list[int] = Field([512, 512], min_length=1)  # the factorized decoder's MLP
+
+    @field_validator("pixelcnn_kernels")
+    @classmethod
+    def _odd_kernels(cls, kernels: list[int]) -> list[int]:
+        if any(k < 1 or k % 2 == 0 for k in kernels):
+            raise ValueError(f"kernel sizes must be odd and positive (got {kernels})")
+        return kernels
+
+
+ModelType = Literal[
+    "lstm_vae", "lstm_lm", "transformer_vae", "transformer_lm", "hf_vae", "pixelcnn_vae", "pixelcnn_lm", "bernoulli_vae"
+]
+MODEL_TYPES = get_args(ModelType)
+LANGUAGE_MODELS = ("lstm_lm", "transformer_lm", "pixelcnn_lm")  # no latent variable (`pixelcnn_lm`: over pixels)
+IMAGE_MODELS = ("pixelcnn_vae", "pixelcnn_lm", "bernoulli_vae")
+
+
+class ModelConfig(Section):
+    type: ModelType = "lstm_vae"
+    latent_dim: int = Field(32, gt=0)
+    posterior: Literal["gaussian", "deterministic"] = "gaussian"  # deterministic: WAE encoders
+    prior: PriorConfig = PriorConfig()
+    # LSTM models (He et al. 2019)
+    embed_dim: int = Field(512, gt=0)
+    hidden_dim: int = Field(1024, gt=0)
+    enc_embed_dim: int | None = Field(None, gt=0)  # defaults to embed_dim
+    enc_hidden_dim: int | None = Field(None, gt=0)  # defaults to hidden_dim
+    dropout_in: float = Field(0.5, ge=0, lt=1)
+    dropout_out: float = Field(0.5, ge=0, lt=1)
+    init_scale: float = Field(0.01, gt=0)
+    # Bowman et al. 2016: in training, each decoder input word becomes <unk> with this probability
+    word_dropout: float = Field(0.0, ge=0, le=1)
+    bow_head: bool = False  # a linear z -> vocabulary head for objective.bow_weight (Zhao et al. 2017)
+    # BN-VAE (Zhu et al. 2020): batch-normalise the posterior means, scaled by this fixed γ (KL >= Z·γ²/2)
+    mean_batchnorm: float | None = Field(None, gt=0)
+    embed_init_scale: float = Field(0.1, gt=0)
+    # transformer and Hugging Face models
+    transformer: TransformerConfig = TransformerConfig()
+    huggingface: HuggingFaceConfig | None = None
+    # encoder summary: first token (<s> / [CLS]), mean over tokens, or the state at </s>; None: the
+    # architecture's default (LSTM: last, as He et al.; transformer and Hugging Face: mean)
+    pooling: Literal["first", "mean", "last"] | None = None
+    # how z reaches a transformer decoder: added to every token embedding, as one extra key/value memory
+    # slot in every layer (Optimus), or both
+    latent_injection: Literal["embedding", "memory", "both"] = "both"
+    image: ImageModelConfig = ImageModelConfig()  # pixelcnn_vae, pixelcnn_lm, bernoulli_vae
+
+    @property
+    def encoder_pooling(self) -> str:
+        """`pooling`, or the architecture's default when unset."""
+        return self.pooling or ("last" if self.type.startswith("lstm") else "mean")
+
+    @field_validator("prior", mode="before")
+    @classmethod
+    def _prior_by_name(cls, value):
+        """`prior: mog` stands for `prior: {type: mog}` (and reads recipes saved before priors had settings)."""
+        return {"type": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _hf_needs_its_section(self) -> ModelConfig:
+        if self.type == "hf_vae" and self.huggingface is None:
+            raise ValueError("model.type hf_vae needs a model.huggingface section")
+        if self.mean_batchnorm is not None and (self.posterior != "gaussian" or self.type in LANGUAGE_MODELS):
+            raise ValueError("model.mean_batchnorm (BN-VAE) needs a Gaussian posterior (model.posterior: gaussian)")
+        if self.type.startswith("lstm") and self.pooling == "first":
+            raise ValueError("model.pooling first: an LSTM's state after <s> has read nothing; use last or mean")
+        return self
+
+
+class ScheduleConfig(Section):
+    """KL weight as a function of training progress (epochs are converted to steps per iteration)."""
+
+    type: Literal["constant", "linear", "cyclical"] = "constant"
+    value: float = Field(1.0, ge=0)  # constant
+    start: float = Field(0.1, ge=0)  # linear / cyclical
+    end: float = Field(1.0, ge=0)
+    warmup_epochs: float = Field(10.0, gt=0)  # linear
+    cycles: int = Field(4, gt=0)  # cyclical (Fu et al. 2019)
+    ratio: float = Field(0.5, gt=0, le=1)  # cyclical: fraction of a cycle spent increasing
+    cycle_epochs: float | None = Field(None, gt=0)  # cyclical: defaults to train.epochs / cycles
+
+
+class KernelConfig(Section):
+    """MMD kernel summed over bandwidths C = 2·d·scale (d the latent size, prior variance 1; Tolstikhin et al.)."""
+
+    kernel: Literal["imq", "rbf"] = "imq"  # imq: C / (C + |x-y|²); rbf: exp(-|x-y|² / C)
+    scales: list[float] = Field([0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0], min_length=1)
+
+
+class SVIConfig(Section):
+    """Stochastic variational inference on the posterior parameters (Kim et al. 2018)."""
+
+    # Step size and clip act on each document's own -ELBO. Kim et al. step on the batch-MEAN loss (lr 1) and
+    # clip its gradient (norm 5): per document that is lr 1/B and an RMS gradient norm of 5·sqrt(B); the
+    # defaults translate their values for batch 32 (a per-document lr of 1 diverged on yahoo-mini).
+    steps: int = Field(20, gt=0)
+    lr: float = Field(1 / 32, gt=0)
+    momentum: float = Field(0.5, ge=0, lt=1)
+    clip: float | None = Field(28.3, gt=0)  # per-document gradient-norm clip
+    hvp: Literal["exact", "finite_difference"] = "exact"  # finite differences work with cuDNN LSTMs
+    fd_eps: float = Field(1e-3, gt=0)  # finite-difference step in λ
+    # "forward" (Kim et al.): one extra gradient per SVI step in the backward pass; "central": two, more accurate
+    fd_scheme: Literal["forward", "central"] = "forward"
+
+
+class OptimConfig(Section):
+    type: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(1.0, gt=0)
+    momentum: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    clip: float | None = Field(5.0, gt=0)
+
+
+class LRDecayConfig(Section):
+    """He et al.'s decay on plateau: restore the best model, multiply the lr, stop after `max_decays`."""
+
+    enabled: bool = True
+    factor: float = Field(0.5, gt=0, lt=1)
+    patience: int = Field(2, ge=1)  # epochs without validation improvement
+    start_epoch: int = Field(15, ge=0)  # decay only after this many epochs (He et al.: 0-based epoch >= 15)
+    max_decays: int = Field(5, ge=1)
+
+
+class CheckpointConfig(Section):
+    """Resumable checkpoints under run_dir/checkpoints/ (`textvae train --resume RUN_DIR`); the best model
+    is kept in run_dir/model/ whatever `keep_last` says."""
+
+    every_steps: int | None = Field(None, gt=0)  # also checkpoint every N update steps (None: epoch ends only)
+    keep_last: int = Field(2, gt=0)  # the newest N checkpoints are kept, older ones deleted
+
+
+class PosteriorMeanPlotConfig(Section):
+    """He et al. 2019 Fig. 2: approximate vs model posterior means during training (1-d or 2-d latents)."""
+
+    points: int = Field(500, gt=0)  # validation documents plotted
+    at_steps: list[int] = [0, 200, 1000, 4000]  # update steps to snapshot at; the end of training is added
+    grid_size: int = Field(41, ge=3)  # grid points per latent dimension for the numerical integration
+    extent: float = Field(4.0, gt=0)  # the grid covers [-extent, extent] in every dimension
+
+
+Precision = Literal["fp32", "bf16"]  # bf16: autocast (AMX on CPU, tensor cores on CUDA), fp32 weights
+
+
+class EvalConfig(Section):
+    split: Literal["valid", "test"] = "test"
+    precision: Precision = "fp32"  # bf16: IW-NLL ~3.7x faster on AMX CPUs, ~0.002 nat/token off (docs/speed.md)
+    compile: bool = False  # as train.compile
+    iw_samples: int = Field(500, gt=0)
+    iw_chunk: int = Field(500, gt=0)  # samples per decoder pass (memory budget)
+    mi_batch_size: int = Field(500, gt=0)
+    au_threshold: float = Field(0.01, gt=0)
+    limit: int | None = Field(None, gt=0)  # evaluate the first N documents only
+    seed: int = 0
+    # reconstruction BLEU (sacrebleu): greedy decodes from the posterior mean against the documents
+    recon_bleu: bool = True
+    recon_max_length: int = Field(200, gt=0)  # decoded words per document at most (also 2·length + 10)
+    # sample quality: N prior samples (ancestral sampling) scored for diversity (distinct-n, self-BLEU),
+    # unigram KL to the evaluated split and mean length; 0 = skip
+    text_samples: int = Field(0, ge=0)
+    self_bleu_samples: int = Field(200, gt=1)  # self-BLEU is quadratic: computed on the first N samples
+    # Also report IW-NLL with the posterior refined by SVI at test time (`iw_nll_svi`), as Kim et al.
+    # None: only for SA-VAE runs, with the training SVI settings.
+    svi: SVIConfig | None = None
