@@ -22,6 +22,13 @@ from textvae.registries import OBJECTIVES, UPDATES
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugins" / "iwae_objective.py"
 
 
+@pytest.fixture(autouse=True)
+def no_plugin_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin imported in one test is not recorded in the run directories of later tests in this process."""
+    monkeypatch.setattr(plugins, "_loaded_files", dict(plugins._loaded_files))
+    monkeypatch.delenv(plugins.ENV_VAR, raising=False)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory, write_corpus) -> Path:
     root = tmp_path_factory.mktemp("corpus")
