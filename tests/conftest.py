@@ -51,6 +51,19 @@ def write_corpus() -> CorpusWriter:
 
 
 @pytest.fixture(scope="session")
+def write_splits(write_corpus: CorpusWriter) -> Callable[..., Path]:
+    """`write_splits(root, train, valid, test)`: root/train.txt, valid.txt and test.txt of that many random
+    sentences (seeds 1, 2 and 3); returns root."""
+
+    def write(root: Path, train: int, valid: int, test: int) -> Path:
+        for name, n, seed in (("train", train, 1), ("valid", valid, 2), ("test", test, 3)):
+            write_corpus(root / f"{name}.txt", n, seed=seed)
+        return root
+
+    return write
+
+
+@pytest.fixture(scope="session")
 def write_yaml() -> YamlWriter:
     """`write_yaml(path, data)`: dump `data` as YAML (a str is written verbatim)."""
 

@@ -41,12 +41,8 @@ TEXT_MODELS = {
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, write_corpus) -> Path:
-    root = tmp_path_factory.mktemp("cuda-corpus")
-    write_corpus(root / "train.txt", 200, seed=1)
-    write_corpus(root / "valid.txt", 40, seed=2)
-    write_corpus(root / "test.txt", 30, seed=3)
-    return root
+def corpus(tmp_path_factory, write_splits) -> Path:
+    return write_splits(tmp_path_factory.mktemp("cuda-corpus"), 200, 40, 30)
 
 
 def train_and_check(recipe: dict[str, Any], run: Path, iw: bool = True) -> dict:

@@ -55,12 +55,8 @@ def test_an_autoencoder_picks_its_best_epoch_by_reconstruction():
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory, write_corpus) -> Path:
-    root = tmp_path_factory.mktemp("pretrain")
-    write_corpus(root / "train.txt", 200, seed=1)
-    write_corpus(root / "valid.txt", 40, seed=2)
-    write_corpus(root / "test.txt", 30, seed=3)
-    return root
+def corpus(tmp_path_factory: pytest.TempPathFactory, write_splits) -> Path:
+    return write_splits(tmp_path_factory.mktemp("pretrain"), 200, 40, 30)
 
 
 def li_recipe(root: Path, **train):

@@ -46,8 +46,9 @@ def with_plugins(command):
     objectives, update rules, architectures, priors or datasets they register are known to it."""
     import functools
     import inspect
-    import typing
     from pathlib import Path
+
+    from textvae.cli.signatures import own_parameters, with_signature
 
     option = inspect.Parameter(
         "plugin",
@@ -61,10 +62,6 @@ def with_plugins(command):
             show_default=False,
         ),
     )
-    hints = typing.get_type_hints(command, include_extras=True)
-    own = [
-        p.replace(annotation=hints.get(p.name, p.annotation)) for p in inspect.signature(command).parameters.values()
-    ]
 
     @functools.wraps(command)
     def wrapper(*args, plugin: list[Path], **kwargs):
@@ -73,10 +70,7 @@ def with_plugins(command):
         load_plugin_files(plugin)
         return command(*args, **kwargs)
 
-    wrapper.__signature__ = inspect.Signature([*own, option])
-    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, option]}
-    del wrapper.__wrapped__  # typer must read the combined signature
-    return wrapper
+    return with_signature(wrapper, [*own_parameters(command), option])
 
 
 def _register_commands() -> None:

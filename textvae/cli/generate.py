@@ -11,13 +11,13 @@ import functools
 import inspect
 import json
 import sys
-import typing
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from textvae.cli.app import quiet_libraries, setup_logging
+from textvae.cli.signatures import own_parameters, with_signature
 from textvae.errors import TextVAEError
 
 DECODING_OPTIONS: dict[str, tuple[Any, Any]] = {  # name -> (annotation, default)
@@ -52,12 +52,6 @@ def with_decoding_options(default_strategy: str):
     """
 
     def decorate(command):
-        hints = typing.get_type_hints(command, include_extras=True)
-        own = [
-            p.replace(annotation=hints[name])
-            for name, p in inspect.signature(command).parameters.items()
-            if name not in PASSED
-        ]
         added = [
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
             for name, (annotation, default) in DECODING_OPTIONS.items()
@@ -74,11 +68,7 @@ def with_decoding_options(default_strategy: str):
             decoding = _decoding(run, default_strategy, options)
             command(run=run, decoding=decoding, seed=options["seed"], jsonl=options["jsonl"], **kwargs)
 
-        parameters = [RUN_DIR, *own, *added]
-        wrapper.__signature__ = inspect.Signature(parameters)
-        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
-        del wrapper.__wrapped__  # typer must read the combined signature, not the command's
-        return wrapper
+        return with_signature(wrapper, [RUN_DIR, *own_parameters(command, leave_out=PASSED), *added])
 
     return decorate
 

@@ -23,7 +23,7 @@ import yaml
 from textvae import __version__
 from textvae.config import TokenizerConfig, build_recipe
 from textvae.data.prepare import Output, _check_target, _make_staging, _move_into_place, _sha256, write_output
-from textvae.data.text import check_text_file, file_bytes, split_lines
+from textvae.data.text import file_bytes, read_documents, split_label
 from textvae.data.tokenizers import SPECIAL_TOKENS, SentencePieceTokenizer, WordTokenizer
 from textvae.errors import TextVAEError
 
@@ -89,12 +89,6 @@ def parse_split(text: str) -> tuple[float, float, float]:
     return shares  # type: ignore[return-value]
 
 
-def read_documents(path: Path, labeled: bool) -> list[str]:
-    """The non-blank lines of a corpus file (checked: UTF-8, line length, `label<TAB>text` when labeled)."""
-    check_text_file(path, labeled=labeled)
-    return [line for line in split_lines(file_bytes(path).decode("utf-8")) if line.strip()]
-
-
 def split_documents(documents: list[str], options: CorpusOptions) -> dict[str, list[str]]:
     """Train, valid and test documents: the given files, and shares of the shuffled --train file for the rest."""
     given = {name: getattr(options, name) for name in ("valid", "test")}
@@ -122,7 +116,7 @@ def split_documents(documents: list[str], options: CorpusOptions) -> dict[str, l
 
 
 def _texts(documents: list[str], labeled: bool) -> list[str]:
-    return [doc.split("\t", 1)[1] for doc in documents] if labeled else documents
+    return [split_label(doc)[1] for doc in documents] if labeled else documents
 
 
 def vocabulary_file(train_texts: list[str], options: CorpusOptions) -> tuple[str, bytes, dict[str, Any]]:

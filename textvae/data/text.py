@@ -52,11 +52,15 @@ def split_lines(text: str) -> list[str]:
 
 
 def check_text_file(path: Path, labeled: bool = False) -> int:
-    """Check a corpus file before `datasets` sees it; return its number of non-empty lines.
+    """Check a corpus file before `datasets` sees it; return its number of non-empty lines (errors as
+    `read_documents`)."""
+    return len(read_documents(path, labeled))
 
-    Errors (one line, naming file and line): missing or empty file, non-UTF-8 bytes, a line over
-    MAX_LINE_CHARS characters, a labeled line without exactly one tab.
-    """
+
+def read_documents(path: Path, labeled: bool = False) -> list[str]:
+    """The non-blank lines of a corpus file, read once and checked. Errors (one line, naming file and line):
+    missing or empty file, non-UTF-8 bytes, a line over MAX_LINE_CHARS characters, a labeled line without
+    exactly one tab."""
     if not path.is_file():
         raise TextVAEError(f"{path}: data file not found")
     raw = file_bytes(path)
@@ -65,21 +69,27 @@ def check_text_file(path: Path, labeled: bool = False) -> int:
     except UnicodeDecodeError as err:
         line = len(split_lines(raw[: err.start].decode("utf-8")))
         raise TextVAEError(f"{path}:{line}: invalid UTF-8 byte 0x{raw[err.start]:02x}") from err
-    lines = split_lines(text)
-    count = 0
-    for number, line in enumerate(lines, start=1):
+    documents = []
+    for number, line in enumerate(split_lines(text), start=1):
         if len(line) > MAX_LINE_CHARS:
             raise TextVAEError(f"{path}:{number}: line of {len(line):,} characters (limit {MAX_LINE_CHARS:,})")
         if labeled and line.strip() and line.count("\t") != 1:
             raise TextVAEError(f"{path}:{number}: expected 'label<TAB>text', found {line.count(chr(9)) + 1} columns")
-        count += bool(line.strip())
-    if count == 0:
+        if line.strip():
+            documents.append(line)
+    if not documents:
         raise TextVAEError(f"{path}: no documents (file is empty)")
-    return count
+    return documents
+
+
+def split_label(line: str) -> tuple[str, str]:
+    """A `label<TAB>text` line as (label, text)."""
+    label, text = line.split("\t", 1)
+    return label, text
 
 
 def _split_label(batch: dict[str, list[str]]) -> dict[str, list[str]]:
-    labels, texts = zip(*(line.split("\t", 1) for line in batch["text"])) if batch["text"] else ((), ())
+    labels, texts = zip(*map(split_label, batch["text"])) if batch["text"] else ((), ())
     return {"label": list(labels), "text": list(texts)}
 
 
