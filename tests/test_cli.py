@@ -14,6 +14,8 @@ import torch
 import yaml
 from conftest import textvae
 
+from textvae.config import layer_recipe
+
 CorpusWriter = Callable[..., Path]
 YamlWriter = Callable[[Path, Any], Path]
 
@@ -62,8 +64,8 @@ def tiny_recipe(root: Path, **changes: dict[str, Any]) -> dict[str, Any]:
         "train": {"epochs": 2, "log_every": 5},
         "eval": {"iw_samples": 10},
     }
-    for section, values in changes.items():
-        recipe[section] = {**recipe.get(section, {}), **values}
+    for section, values in changes.items():  # as a child recipe would: another model.type drops the LSTM's keys
+        recipe = layer_recipe(recipe, {section: values})
     return recipe
 
 

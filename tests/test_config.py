@@ -160,3 +160,44 @@ def test_missing_recipe_file(tmp_path: Path):
 def test_recipe_path_that_is_a_directory(tmp_path: Path):
     (tmp_path / "dir.yaml").mkdir()
     recipe_error(tmp_path / "dir.yaml")
+
+
+# -- a child that changes a section's type -------------------------------------------------------------------
+
+LSTM_BASE = {
+    **MINIMAL,
+    "model": {"type": "lstm_vae", "latent_dim": 8, "hidden_dim": 64, "dropout_in": 0.1, "word_dropout": 0.2},
+    "objective": {"type": "elbo", "beta": 0.5, "kl_schedule": {"type": "linear", "warmup_epochs": 2}},
+}
+
+
+def test_a_child_of_another_architecture_keeps_only_the_base_keys_its_section_has(tmp_path: Path, write_yaml):
+    write_yaml(tmp_path / "base.yaml", LSTM_BASE)
+    child = {"base": "base.yaml", "model": {"type": "transformer_vae", "transformer": {"d_model": 16}}}
+    recipe = load_recipe(write_yaml(tmp_path / "child.yaml", child))
+    model = recipe.model.model_dump()
+    assert (model["latent_dim"], model["word_dropout"], model["transformer"]["d_model"]) == (8, 0.2, 16)
+    assert "hidden_dim" not in model and "dropout_in" not in model
+    assert recipe.objective.beta == 0.5  # the objective's type did not change: merged as before
+
+
+def test_a_child_of_the_same_architecture_merges_as_before(tmp_path: Path, write_yaml):
+    write_yaml(tmp_path / "base.yaml", LSTM_BASE)
+    recipe = load_recipe(write_yaml(tmp_path / "lm.yaml", {"base": "base.yaml", "model": {"type": "lstm_lm"}}))
+    assert (recipe.model.hidden_dim, recipe.model.dropout_in, recipe.model.has_latent) == (64, 0.1, False)
+
+
+def test_set_of_another_type_drops_the_keys_of_the_old_one(tmp_path: Path, write_yaml):
+    path = write_yaml(tmp_path / "r.yaml", LSTM_BASE)
+    changes = ["model.type=transformer_vae", "objective.type=wae_mmd", "model.posterior=deterministic"]
+    recipe = load_recipe(path, changes)
+    assert type(recipe.model).__name__ == "TransformerModelConfig" and recipe.model.latent_dim == 8
+    assert recipe.objective.type == "wae_mmd" and not hasattr(recipe.objective, "beta")
+    # an architecture's own key under another architecture is still an unknown key
+    assert "key 'model.hidden_dim': unknown key" in recipe_error(path, ["model.type=transformer_vae",
+                                                                        "model.hidden_dim=3"])  # fmt: skip
+
+
+def test_an_unknown_type_is_an_error_not_a_silent_drop(tmp_path: Path, write_yaml):
+    message = recipe_error(write_yaml(tmp_path / "r.yaml", LSTM_BASE), ["model.type=lstm_vea"])
+    assert "key 'model': unknown architecture 'lstm_vea' (known: bernoulli_vae, hf_vae, lstm_lm" in message

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -13,29 +14,27 @@ import torch
 
 from tests.conftest import textvae, tiny_lstm_vae
 from tests.test_cli import tiny_recipe
+from tests.test_image_training import SIZE, write_images
 from textvae import api, plugins
-from textvae.config import Recipe, build_recipe
+from textvae.config import Recipe, build_recipe, load_recipe
 from textvae.data.batching import TextBatch
 from textvae.errors import TextVAEError
-from textvae.registries import OBJECTIVES, UPDATES
+from textvae.registries import ARCHITECTURES, OBJECTIVES, UPDATES
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugins" / "iwae_objective.py"
+SPLITS = ("train", "valid", "test")
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "plugins"
+EXAMPLE = EXAMPLES / "iwae_objective.py"
 
 
 @pytest.fixture(autouse=True)
-def no_plugin_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A plugin imported in one test is not recorded in the run directories of later tests in this process."""
-    monkeypatch.setattr(plugins, "_loaded_files", dict(plugins._loaded_files))
+def no_inherited_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test's `--plugin` files are not passed on to the subprocesses of later tests."""
     monkeypatch.delenv(plugins.ENV_VAR, raising=False)
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory, write_corpus) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    write_corpus(root / "train.txt", 120, seed=1)
-    write_corpus(root / "valid.txt", 24, seed=2)
-    write_corpus(root / "test.txt", 16, seed=3)
-    return root
+def corpus(tmp_path_factory: pytest.TempPathFactory, write_splits) -> Path:
+    return write_splits(tmp_path_factory.mktemp("corpus"), 120, 24, 16)
 
 
 def quick(corpus: Path, **sections) -> dict:
@@ -76,6 +75,49 @@ def test_every_objective_trains_with_every_update_rule_saves_and_evaluates(corpu
     metrics = api.evaluate_run(loaded, limit=8, iw_samples=2)
     assert all(torch.isfinite(torch.tensor(float(metrics[k]))) for k in ("rec",) if k in metrics)
     assert metrics
+
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_every_architecture_trains_saves_loads_and_evaluates_from_its_example(corpus: Path, tmp_path: Path,
+                                                                              architecture: str):  # fmt: skip
+    section = ARCHITECTURES.config(architecture)
+    recipe = quick(corpus)
+    recipe["model"] = {"type": architecture, **section.example}
+    if section.modality == "images":
+        shape = section.example["image"]["image_shape"]
+        assert shape == [1, SIZE, SIZE], "the test draws 8x8 images"
+        root = write_images(tmp_path)
+        recipe["data"] = {"format": "images", "batch_size": 20, **{s: str(root / f"{s}.npz") for s in SPLITS}}
+    run = api.train(build_recipe(recipe, "tiny"), tmp_path / "run")
+    config = json.loads((run.directory / "model" / "config.json").read_text())
+    assert config["architecture"] == architecture
+    assert set(section.model_fields) - {"type"} <= set(config)  # its own fields, no other architecture's
+    assert not (ARCHITECTURES.section_keys() - set(section.model_fields)) & set(config)
+    loaded = api.load_run(run.directory)
+    assert type(loaded.recipe.model) is section and loaded.model.has_latent == section.has_latent
+    metrics = api.evaluate_run(loaded, limit=8, iw_samples=2)
+    assert math.isfinite(metrics["rec"] if "rec" in metrics else metrics["nll"])
+
+
+def test_the_gru_architecture_example_trains_from_its_recipe_without_the_base_lstm_keys(corpus: Path,
+                                                                                       tmp_path: Path):  # fmt: skip
+    plugins.load_plugin_file(EXAMPLES / "gru_architecture.py")
+    paths = [f"data.{split}={corpus / f'{split}.txt'}" for split in SPLITS]
+    recipe = load_recipe(EXAMPLES / "gru.yaml", [*paths, "train.epochs=1", "train.max_steps=3"])
+    model = recipe.model.model_dump()
+    assert model["type"] == "gru_vae" and model["latent_dim"] == 2  # the base's latent size carries over
+    assert (model["embed_dim"], model["hidden_dim"]) == (50, 50) and "dropout_in" not in model
+    assert recipe.objective.kl_schedule.type == "linear"  # the rest of the base recipe is untouched
+    run = api.train(recipe, tmp_path / "run")
+    gru = EXAMPLES / "gru_architecture.py"
+    record = [{"path": str(gru), "sha256": hashlib.sha256(gru.read_bytes()).hexdigest()}]
+    assert json.loads((run.directory / "plugins.json").read_text()) == record
+    lstm = api.train(build_recipe(quick(corpus), "tiny"), tmp_path / "lstm")
+    assert not (lstm.directory / "plugins.json").exists()  # the plugin is loaded, but this recipe needs none
+    loaded = api.load_run(run.directory)
+    assert type(loaded.model.decoder).__name__ == "GRUDecoder"
+    assert math.isfinite(api.evaluate_run(loaded, limit=8, iw_samples=2)["iw_nll"])
+    assert len(loaded.sample(2, seed=0)) == 2
 
 
 # -- plugin files --------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from textvae.config import (
     Recipe,
     SVIConfig,
     build_recipe,
-    load_recipe_dict,
+    load_saved_recipe_dict,
     pretraining_recipe,
     save_recipe,
 )
@@ -377,7 +377,7 @@ def write_run_dir(run_dir: Path, recipe: Recipe, stats: dict, overwrite: bool) -
     if distributed.world_size() > 1:
         environment["world_size"] = distributed.world_size()
     write_atomic(run_dir / ENVIRONMENT_FILE, json.dumps(environment, indent=1).encode())
-    write_plugin_records(run_dir)
+    write_plugin_records(run_dir, recipe)
 
 
 def run_recipe(run_dir: Path) -> Recipe:
@@ -385,7 +385,7 @@ def run_recipe(run_dir: Path) -> Recipe:
     if not (run_dir / RECIPE_FILE).is_file():
         raise TextVAEError(f"{run_dir}: not a textvae run directory ({RECIPE_FILE} missing)")
     check_run_plugins(run_dir)
-    return build_recipe(load_recipe_dict(run_dir / RECIPE_FILE), str(run_dir / RECIPE_FILE))
+    return build_recipe(load_saved_recipe_dict(run_dir / RECIPE_FILE), str(run_dir / RECIPE_FILE))
 
 
 def load_run(run_dir: Path, device: str = "cpu") -> Run:

@@ -14,9 +14,13 @@ import sys
 import traceback
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textvae.atomic import write_atomic
 from textvae.errors import TextVAEError
+
+if TYPE_CHECKING:
+    from textvae.config.recipe import Recipe
 
 ENTRY_POINT_GROUP = "textvae.plugins"
 PLUGINS_FILE = "plugins.json"
@@ -24,6 +28,7 @@ ENV_VAR = "TEXTVAE_PLUGINS"  # plugin files a parent process loaded, os.pathsep-
 log = logging.getLogger(__name__)
 
 _loaded_files: dict[str, str] = {}  # sha256 -> resolved path of each plugin file imported in this process
+_modules: dict[str, str] = {}  # module name of each imported plugin file -> its sha256
 _installed_loaded = False
 
 
@@ -59,6 +64,7 @@ def load_plugin_file(path: str | Path) -> dict[str, str]:
         where = f" line {line}" if line else ""
         raise TextVAEError(f"--plugin {path}:{where}: {type(err).__name__}: {err}") from err
     _loaded_files[sha] = record["path"]
+    _modules[name] = sha
     return record
 
 
@@ -86,14 +92,22 @@ def load_installed_plugins() -> None:
             raise TextVAEError(f"installed plugin {point.name} ({point.value}): {type(err).__name__}: {err}") from err
 
 
-def loaded_plugin_records() -> list[dict[str, str]]:
-    """The plugin files imported in this process (what a new run directory records)."""
-    return [{"path": path, "sha256": sha} for sha, path in _loaded_files.items()]
+def recipe_plugin_records(recipe: Recipe) -> list[dict[str, str]]:
+    """The plugin files that define the architecture, objectives or update rule `recipe` names (what its run
+    directory records; other plugins loaded in the same process are not needed to load the run)."""
+    from textvae.registries import ARCHITECTURES, OBJECTIVES, UPDATES
+
+    used = [(ARCHITECTURES, recipe.model), (OBJECTIVES, recipe.objective), (UPDATES, recipe.update)]
+    if recipe.train.pretrain is not None:
+        used.append((OBJECTIVES, recipe.train.pretrain.objective))
+    modules = {module for registry, section in used for module in registry.modules(section.type)}
+    shas = dict.fromkeys(_modules[m] for m in sorted(modules) if m in _modules and _modules[m] in _loaded_files)
+    return [{"path": _loaded_files[sha], "sha256": sha} for sha in shas]
 
 
-def write_plugin_records(run_dir: Path) -> None:
-    """Record this process's plugin files in RUN_DIR/plugins.json (nothing when there are none)."""
-    records = loaded_plugin_records()
+def write_plugin_records(run_dir: Path, recipe: Recipe) -> None:
+    """Record the plugin files `recipe` needs in RUN_DIR/plugins.json (nothing when there are none)."""
+    records = recipe_plugin_records(recipe)
     if records:
         write_atomic(run_dir / PLUGINS_FILE, (json.dumps(records, indent=2) + "\n").encode("utf-8"))
 

@@ -1,5 +1,5 @@
-"""The registries a recipe's sections name by `type:`, in a leaf module: the recipe schema, the objectives and
-the update rules all import them without importing each other."""
+"""The registries a recipe's sections name by `type:`, in a leaf module: the recipe schema, the architectures,
+the objectives and the update rules all import them without importing each other."""
 
 from __future__ import annotations
 
@@ -10,4 +10,6 @@ from textvae.registry import Registry
 # factory (cfg, steps_per_epoch, epochs) -> Objective, with its recipe section (`objective:`)
 OBJECTIVES: Registry[Callable] = Registry("objective", builtins="textvae.objectives")
 # UpdateRule subclass built from an UpdateContext, with its recipe section (`update:`)
-UPDATES: Registry[Callable] = Registry("update rule", builtins="textvae.training")
+UPDATES: Registry[Callable] = Registry("update rule", builtins="textvae.training.rules")
+# builder (LatentVariableConfig) -> (encoder | None, decoder), with its recipe section (`model:`)
+ARCHITECTURES: Registry[Callable] = Registry("architecture", builtins="textvae.models.architectures")

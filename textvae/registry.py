@@ -69,6 +69,17 @@ class Registry(Generic[T]):
             raise TextVAEError(self._unknown(name))
         return self._configs[name]
 
+    def modules(self, name: str) -> set[str]:
+        """The modules that define `name`'s implementation and section (which plugin a recipe needs)."""
+        self._load()
+        defined = [self._items.get(name), self._configs.get(name)]
+        return {item.__module__ for item in defined if getattr(item, "__module__", None)}
+
+    def section_keys(self) -> set[str]:
+        """The keys of every registered section (a key no entry has is not one of this registry's)."""
+        self._load()
+        return {key for config in self._configs.values() for key in config.model_fields}
+
     def __contains__(self, name: str) -> bool:
         self._load()
         return name in self._items

@@ -10,13 +10,17 @@ from textvae.config.loading import (
     PATH_KEYS,
     apply_overrides,
     build_recipe,
+    layer_recipe,
     load_recipe,
     load_recipe_dict,
+    load_saved_recipe_dict,
     resolve_recipe_paths,
     save_recipe,
 )
 from textvae.config.recipe import (
     MethodSection,
+    ModelConfig,
+    ModelField,
     ObjectiveConfig,
     PretrainConfig,
     Recipe,
@@ -25,10 +29,16 @@ from textvae.config.recipe import (
     pretraining_recipe,
 )
 from textvae.config.sections import *  # noqa: F403
-from textvae.config.sections import IMAGE_MODELS, LANGUAGE_MODELS, MODEL_TYPES
 
-# the built-in methods' sections, importable from here as before they moved beside their code
+# the built-in architectures' and methods' sections, importable from here as before they moved beside their code
 _METHOD_SECTIONS = {
+    "LSTMModelConfig": "textvae.models.lstm",
+    "TransformerConfig": "textvae.models.transformer",
+    "TransformerModelConfig": "textvae.models.transformer",
+    "HuggingFaceConfig": "textvae.models.huggingface",
+    "HuggingFaceModelConfig": "textvae.models.huggingface",
+    "ImageModelConfig": "textvae.models.images",
+    "ImageVAEConfig": "textvae.models.images",
     "ElboConfig": "textvae.objectives.elbo",
     "StochasticEncoderPenalties": "textvae.objectives.wae",
     "WAEMMDConfig": "textvae.objectives.wae",
@@ -46,19 +56,19 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(_METHOD_SECTIONS[name]), name)
-    if name in ("OBJECTIVE_TYPES", "UPDATE_TYPES"):
-        from textvae.registries import OBJECTIVES, UPDATES
+    if name in ("MODEL_TYPES", "OBJECTIVE_TYPES", "UPDATE_TYPES"):
+        from textvae import registries
 
-        return tuple(OBJECTIVES if name == "OBJECTIVE_TYPES" else UPDATES)
+        registry = {"MODEL_TYPES": "ARCHITECTURES", "OBJECTIVE_TYPES": "OBJECTIVES", "UPDATE_TYPES": "UPDATES"}[name]
+        return tuple(getattr(registries, registry))
     raise AttributeError(f"module 'textvae.config' has no attribute {name!r}")
 
 
 __all__ = [
-    "IMAGE_MODELS",
-    "LANGUAGE_MODELS",
-    "MODEL_TYPES",
     "PATH_KEYS",
     "MethodSection",
+    "ModelConfig",
+    "ModelField",
     "ObjectiveConfig",
     "PretrainConfig",
     "Recipe",
@@ -66,8 +76,10 @@ __all__ = [
     "UpdateConfig",
     "apply_overrides",
     "build_recipe",
+    "layer_recipe",
     "load_recipe",
     "load_recipe_dict",
+    "load_saved_recipe_dict",
     "pretraining_recipe",
     "resolve_recipe_paths",
     "save_recipe",

@@ -11,10 +11,13 @@ import yaml
 from pydantic import ValidationError
 
 from textvae.atomic import write_atomic
-from textvae.config.recipe import Recipe
+from textvae.config.recipe import DEFAULT_TYPES, Recipe
 from textvae.errors import TextVAEError
+from textvae.registries import ARCHITECTURES, OBJECTIVES, UPDATES
+from textvae.registry import Registry
 
 UNION_TAGS = {("data", "text"), ("data", "images")}
+TYPED_SECTIONS: dict[str, Registry] = {"model": ARCHITECTURES, "objective": OBJECTIVES, "update": UPDATES}
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -25,6 +28,21 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def layer_recipe(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A recipe with `over` (a child recipe, a `--set`) merged onto `base`. Where `over` changes the `type:` of
+    the model, objective or update section, the parent's keys that the new type's section does not have are
+    dropped (a transformer child of an LSTM recipe keeps `latent_dim`, not `hidden_dim`)."""
+    base = dict(base)
+    for section, registry in TYPED_SECTIONS.items():
+        old, new = base.get(section), over.get(section)
+        if not (isinstance(old, dict) and isinstance(new, dict) and isinstance(new.get("type"), str)):
+            continue
+        if new["type"] != old.get("type", DEFAULT_TYPES[section]) and new["type"] in registry:
+            keys = registry.config(new["type"]).model_fields
+            base[section] = {key: value for key, value in old.items() if key in keys}
+    return _deep_merge(base, over)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -88,7 +106,19 @@ def load_recipe_dict(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]
     if not (path.parent / base).is_file():
         raise TextVAEError(f"{path}: key 'base': {path.parent / base}: recipe file not found")
     parent = load_recipe_dict(path.parent / base, (*_seen, path.resolve()))
-    return _deep_merge(parent, data)
+    return layer_recipe(parent, data)
+
+
+def load_saved_recipe_dict(path: Path) -> dict[str, Any]:
+    """A run directory's resolved recipe. One saved before each architecture had its own `model:` section holds
+    every architecture's model keys; those of other architectures are dropped (they were never used)."""
+    data = read_yaml(path)
+    model = data.get("model")
+    if isinstance(model, dict) and model.get("type", DEFAULT_TYPES["model"]) in ARCHITECTURES:
+        own = ARCHITECTURES.config(model.get("type", DEFAULT_TYPES["model"])).model_fields
+        others = ARCHITECTURES.section_keys() - set(own)
+        data["model"] = {key: value for key, value in model.items() if key not in others}
+    return data
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -119,7 +149,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     data = dict(data)
     for item in overrides:
         parts, value = _parse_override(item)
-        data = _deep_merge(data, _nest(parts, value))
+        data = layer_recipe(data, _nest(parts, value))
     return data
 
 

@@ -1,40 +1,39 @@
-"""The recipe tree: every section, the objective and update sections validated by the registered method's own
-class (`textvae.registries`), and the cross-section rules (each method's `check(recipe)`, then the model's)."""
+"""The recipe tree: every section, the model, objective and update sections validated by the registered
+architecture's or method's own class (`textvae.registries`), and the cross-section rules (each section's
+`check(recipe)`, and the few between data, model and training here)."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, TypeAdapter, model_validator
 
 from textvae.config.sections import (
-    IMAGE_MODELS,
-    LANGUAGE_MODELS,
     AnyDataConfig,
     CheckpointConfig,
     EvalConfig,
-    ImageDataConfig,
     LRDecayConfig,
-    ModelConfig,
+    MethodSection,
+    ModelSection,
     OptimConfig,
     PosteriorMeanPlotConfig,
     Precision,
     Section,
+    data_modality,
 )
-from textvae.registries import OBJECTIVES, UPDATES
+from textvae.registries import ARCHITECTURES, OBJECTIVES, UPDATES
 
-ObjectiveConfig = OBJECTIVES.section_field(default="elbo")
-UpdateConfig = UPDATES.section_field(default="joint")
+DEFAULT_TYPES = {"model": "lstm_vae", "objective": "elbo", "update": "joint"}  # a section without `type:`
+ModelField = ARCHITECTURES.section_field(default=DEFAULT_TYPES["model"])
+ObjectiveConfig = OBJECTIVES.section_field(default=DEFAULT_TYPES["objective"])
+UpdateConfig = UPDATES.section_field(default=DEFAULT_TYPES["update"])
+_MODEL_SECTION = TypeAdapter(ModelField)
 
 
-class MethodSection(Section):
-    """An objective's or update rule's recipe section: `type:` names it in its registry; `check(recipe)` refuses
-    combinations with the other sections that cannot work (a ValueError naming the keys)."""
-
-    type: str
-
-    def check(self, recipe: Recipe) -> None:
-        """Raise ValueError if this method cannot train `recipe`; nothing to check by default."""
+def ModelConfig(**fields: Any) -> ModelSection:  # noqa: N802  (reads as the section it builds)
+    """The `model:` section `fields` describe, of the class its architecture (`type`, default lstm_vae)
+    registered; a pydantic ValidationError for fields that architecture does not have."""
+    return _MODEL_SECTION.validate_python(fields)
 
 
 def needs_stochastic_encoder(section: MethodSection, recipe: Recipe) -> None:
@@ -44,7 +43,7 @@ def needs_stochastic_encoder(section: MethodSection, recipe: Recipe) -> None:
 
 
 def _default_objective(**settings: Any) -> Any:
-    return lambda: OBJECTIVES.config("elbo")(**settings)
+    return lambda: OBJECTIVES.config(DEFAULT_TYPES["objective"])(**settings)
 
 
 class PretrainConfig(Section):
@@ -77,38 +76,37 @@ class Recipe(Section):
     name: str = "run"
     description: str = ""
     data: AnyDataConfig
-    model: ModelConfig = ModelConfig()
+    model: ModelField = Field(default_factory=ModelConfig)
     objective: ObjectiveConfig = Field(default_factory=_default_objective())
-    update: UpdateConfig = Field(default_factory=lambda: UPDATES.config("joint")())
+    update: UpdateConfig = Field(default_factory=lambda: UPDATES.config(DEFAULT_TYPES["update"])())
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _model_fits_data(cls, data: Any) -> Any:
+        """Refuse a model of the other modality first: its section's keys would otherwise be the error."""
+        if not isinstance(data, dict) or "data" not in data:
+            return data
+        modality = data_modality(data["data"])
+        model = data.get("model", {})
+        name = model.get("type", DEFAULT_TYPES["model"]) if isinstance(model, dict) else getattr(model, "type", None)
+        if isinstance(name, str) and name in ARCHITECTURES and ARCHITECTURES.config(name).modality != modality:
+            fitting = [other for other in ARCHITECTURES if ARCHITECTURES.config(other).modality == modality]
+            raise ValueError(f"data.format {modality} needs model.type {', '.join(fitting)} (got {name})")
+        return data
+
     @model_validator(mode="after")
     def _sections_agree(self) -> Recipe:
         model = self.model
-        images = isinstance(self.data, ImageDataConfig)
-        if images != (model.type in IMAGE_MODELS):
-            needs = "model.type pixelcnn_vae, pixelcnn_lm or bernoulli_vae" if images else "a text model.type"
-            raise ValueError(f"data.format {'images' if images else 'text'} needs {needs} (got {model.type})")
-        if images and (model.bow_head or model.word_dropout or model.prior.type == "vamp"):
-            raise ValueError("model.bow_head, word_dropout and the vamp prior are for text models")
-        if images and self.train.posterior_mean_plot is not None:
-            raise ValueError("train.posterior_mean_plot integrates over token sequences: text models only")
-        if model.bow_head and model.type in LANGUAGE_MODELS:
-            raise ValueError(f"model.bow_head predicts words from z; a language model ({model.type}) has none")
-        pretrained_decoder = model.huggingface.decoder if model.type == "hf_vae" and model.huggingface else None
-        if pretrained_decoder is not None and self.data.tokenizer.type != "pretrained":
-            raise ValueError(
-                "a pretrained Hugging Face decoder reads its own token ids: set data.tokenizer.type: pretrained "
-                f"with data.tokenizer.path: {pretrained_decoder}"
-            )
-        if self.train.pretrain is not None and model.type in LANGUAGE_MODELS:
+        if self.train.pretrain is not None and not model.has_latent:
             raise ValueError(f"train.pretrain pretrains an encoder; a language model ({model.type}) has none")
         if self.train.posterior_mean_plot is not None and model.latent_dim not in (1, 2):
             raise ValueError(
                 f"train.posterior_mean_plot needs a 1-d or 2-d latent (model.latent_dim is {model.latent_dim})"
             )
+        model.check(self)
         self.objective.check(self)
         self.update.check(self)
         return self

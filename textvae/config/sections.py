@@ -1,10 +1,12 @@
-"""The recipe sections every method shares: data, model, schedules, kernels, SVI, optimiser, evaluation.
+"""The recipe sections every method shares: data, what every model section holds, schedules, kernels, SVI,
+optimiser, evaluation.
 
-A method's own section (an objective's, an update rule's) sits beside its code and is registered with it."""
+A method's own section (an architecture's, an objective's, an update rule's) sits beside its code and is
+registered with it."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -15,6 +17,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+if TYPE_CHECKING:
+    from textvae.config.recipe import Recipe
 
 
 class Section(BaseModel):
@@ -67,13 +72,14 @@ class ImageDataConfig(Section):
     limit_train: int | None = Field(None, gt=0)  # first N training images (quick experiments)
 
 
-def _data_format(value: Any) -> str:
+def data_modality(value: Any) -> str:
+    """ "images" or "text": what a `data:` section (a mapping or a section) holds."""
     fmt = value.get("format") if isinstance(value, dict) else getattr(value, "format", None)
     return "images" if fmt == "images" else "text"
 
 
 AnyDataConfig = Annotated[
-    Annotated[DataConfig, Tag("text")] | Annotated[ImageDataConfig, Tag("images")], Discriminator(_data_format)
+    Annotated[DataConfig, Tag("text")] | Annotated[ImageDataConfig, Tag("images")], Discriminator(data_modality)
 ]
 
 
@@ -89,104 +95,35 @@ class PriorConfig(Section):
     learnable: bool = True
 
 
-class TransformerConfig(Section):
-    """From-scratch transformer encoder and causal decoder (model.type transformer_vae / transformer_lm)."""
+class MethodSection(Section):
+    """A registered recipe section (a model architecture's, an objective's, an update rule's): `type:` names it in
+    its registry; `check(recipe)` refuses combinations with the other sections that cannot work (a ValueError
+    naming the keys)."""
 
-    d_model: int = Field(256, gt=0)
-    n_heads: int = Field(4, gt=0)
-    ff_dim: int = Field(1024, gt=0)
-    encoder_layers: int = Field(2, ge=1)
-    decoder_layers: int = Field(4, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    max_length: int = Field(512, gt=1)  # learned positions: longest <s> x </s> sequence
-    tie_embeddings: bool = True  # the decoder's output layer shares the token embedding matrix
+    type: str
 
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> TransformerConfig:
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        return self
+    def check(self, recipe: Recipe) -> None:
+        """Raise ValueError if this section cannot train `recipe`; nothing to check by default."""
 
 
-class HuggingFaceConfig(Section):
-    """Hugging Face encoder / causal-LM decoder (model.type hf_vae): a local pretrained directory or a config."""
-
-    decoder: str | None = None  # local dir for AutoModelForCausalLM.from_pretrained (GPT-2 family)
-    decoder_config: dict[str, Any] | None = None  # or random weights: AutoConfig.for_model(**decoder_config)
-    encoder: str | None = None  # local dir for AutoModel.from_pretrained (BERT family)
-    encoder_config: dict[str, Any] | None = None
-    # attention kernel of both models; "eager" has double backward (SA-VAE with update.svi.hvp: exact),
-    # PyTorch's fused "sdpa" kernels on CPU do not. None: the library's default.
-    attn_implementation: Literal["eager", "sdpa"] | None = None
-
-    @model_validator(mode="after")
-    def _one_source_each(self) -> HuggingFaceConfig:
-        for side in ("decoder", "encoder"):
-            given = (getattr(self, side) is not None) + (getattr(self, f"{side}_config") is not None)
-            if given != 1:
-                raise ValueError(f"give exactly one of {side} (a pretrained directory) and {side}_config")
-        return self
+Modality = Literal["text", "images"]
 
 
-class ImageModelConfig(Section):
-    """ResNet encoder and Bernoulli or gated PixelCNN decoder (He et al. 2019's OMNIGLOT setting)."""
+class ModelSection(MethodSection):
+    """What every architecture's `model:` section holds; each architecture adds its own fields in a subclass
+    registered with its builder (`textvae.models.base.architecture`)."""
 
-    image_shape: tuple[int, int, int] = (1, 28, 28)  # channels, height, width
-    encoder_channels: list[int] = Field([64, 64, 64], min_length=1)  # one residual stage (stride 2) per entry
-    pixelcnn_channels: int = Field(32, gt=0)
-    pixelcnn_kernels: list[int] = Field([9, 9, 9, 7, 7, 7, 5, 5, 5, 3, 3, 3], min_length=1)  # one gated layer each
-    bernoulli_hidden: list[int] = Field([512, 512], min_length=1)  # the factorized decoder's MLP
+    has_latent: ClassVar[bool] = True  # False: a language model (no encoder, no z)
+    modality: ClassVar[Modality] = "text"  # the data it models (`data.format: images` or a text format)
+    # the settings of a tiny instance (a few training steps in a second): the registry-driven tests train,
+    # save, load and evaluate every registered architecture with them
+    example: ClassVar[dict[str, Any]] = {}
 
-    @field_validator("pixelcnn_kernels")
-    @classmethod
-    def _odd_kernels(cls, kernels: list[int]) -> list[int]:
-        if any(k < 1 or k % 2 == 0 for k in kernels):
-            raise ValueError(f"kernel sizes must be odd and positive (got {kernels})")
-        return kernels
-
-
-ModelType = Literal[
-    "lstm_vae", "lstm_lm", "transformer_vae", "transformer_lm", "hf_vae", "pixelcnn_vae", "pixelcnn_lm", "bernoulli_vae"
-]
-MODEL_TYPES = get_args(ModelType)
-LANGUAGE_MODELS = ("lstm_lm", "transformer_lm", "pixelcnn_lm")  # no latent variable (`pixelcnn_lm`: over pixels)
-IMAGE_MODELS = ("pixelcnn_vae", "pixelcnn_lm", "bernoulli_vae")
-
-
-class ModelConfig(Section):
-    type: ModelType = "lstm_vae"
     latent_dim: int = Field(32, gt=0)
     posterior: Literal["gaussian", "deterministic"] = "gaussian"  # deterministic: WAE encoders
     prior: PriorConfig = PriorConfig()
-    # LSTM models (He et al. 2019)
-    embed_dim: int = Field(512, gt=0)
-    hidden_dim: int = Field(1024, gt=0)
-    enc_embed_dim: int | None = Field(None, gt=0)  # defaults to embed_dim
-    enc_hidden_dim: int | None = Field(None, gt=0)  # defaults to hidden_dim
-    dropout_in: float = Field(0.5, ge=0, lt=1)
-    dropout_out: float = Field(0.5, ge=0, lt=1)
-    init_scale: float = Field(0.01, gt=0)
-    # Bowman et al. 2016: in training, each decoder input word becomes <unk> with this probability
-    word_dropout: float = Field(0.0, ge=0, le=1)
-    bow_head: bool = False  # a linear z -> vocabulary head for objective.bow_weight (Zhao et al. 2017)
     # BN-VAE (Zhu et al. 2020): batch-normalise the posterior means, scaled by this fixed γ (KL >= Z·γ²/2)
     mean_batchnorm: float | None = Field(None, gt=0)
-    embed_init_scale: float = Field(0.1, gt=0)
-    # transformer and Hugging Face models
-    transformer: TransformerConfig = TransformerConfig()
-    huggingface: HuggingFaceConfig | None = None
-    # encoder summary: first token (<s> / [CLS]), mean over tokens, or the state at </s>; None: the
-    # architecture's default (LSTM: last, as He et al.; transformer and Hugging Face: mean)
-    pooling: Literal["first", "mean", "last"] | None = None
-    # how z reaches a transformer decoder: added to every token embedding, as one extra key/value memory
-    # slot in every layer (Optimus), or both
-    latent_injection: Literal["embedding", "memory", "both"] = "both"
-    image: ImageModelConfig = ImageModelConfig()  # pixelcnn_vae, pixelcnn_lm, bernoulli_vae
-
-    @property
-    def encoder_pooling(self) -> str:
-        """`pooling`, or the architecture's default when unset."""
-        return self.pooling or ("last" if self.type.startswith("lstm") else "mean")
 
     @field_validator("prior", mode="before")
     @classmethod
@@ -195,13 +132,33 @@ class ModelConfig(Section):
         return {"type": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _hf_needs_its_section(self) -> ModelConfig:
-        if self.type == "hf_vae" and self.huggingface is None:
-            raise ValueError("model.type hf_vae needs a model.huggingface section")
-        if self.mean_batchnorm is not None and (self.posterior != "gaussian" or self.type in LANGUAGE_MODELS):
+    def _batchnorm_needs_gaussian(self) -> ModelSection:
+        if self.mean_batchnorm is not None and (self.posterior != "gaussian" or not self.has_latent):
             raise ValueError("model.mean_batchnorm (BN-VAE) needs a Gaussian posterior (model.posterior: gaussian)")
-        if self.type.startswith("lstm") and self.pooling == "first":
-            raise ValueError("model.pooling first: an LSTM's state after <s> has read nothing; use last or mean")
+        return self
+
+
+class TextModelSection(ModelSection):
+    """The settings every text architecture shares: word dropout, the bag-of-words head, encoder pooling."""
+
+    default_pooling: ClassVar[Literal["first", "mean", "last"]] = "mean"
+
+    # Bowman et al. 2016: in training, each decoder input word becomes <unk> with this probability
+    word_dropout: float = Field(0.0, ge=0, le=1)
+    bow_head: bool = False  # a linear z -> vocabulary head for objective.bow_weight (Zhao et al. 2017)
+    # encoder summary: first token (<s> / [CLS]), mean over tokens, or the state at </s>; None: the
+    # architecture's default (LSTM: last, as He et al.; transformer and Hugging Face: mean)
+    pooling: Literal["first", "mean", "last"] | None = None
+
+    @property
+    def encoder_pooling(self) -> str:
+        """`pooling`, or the architecture's default when unset."""
+        return self.pooling or self.default_pooling
+
+    @model_validator(mode="after")
+    def _bow_head_needs_latent(self) -> TextModelSection:
+        if self.bow_head and not self.has_latent:
+            raise ValueError(f"model.bow_head predicts words from z; a language model ({self.type}) has none")
         return self
 
 

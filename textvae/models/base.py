@@ -1,7 +1,8 @@
 """What every architecture shares: the builder registry and the token-decoder contract.
 
 An architecture builder takes the model's `LatentVariableConfig` and returns `(encoder, decoder)`
-(encoder None for a language model), already initialised. Encoders map `(tokens, lengths)` to a
+(encoder None for a language model), already initialised; it is registered with its recipe section (a
+`ModelSection` subclass), which `LatentVariableConfig.section` returns. Encoders map `(tokens, lengths)` to a
 posterior (`textvae.models.posteriors`) and `embedded(embeddings, lengths)` does the same from input
 embeddings (the VampPrior's pseudo-inputs); `embedding_dim` and `embed(tokens)` expose their input side.
 Decoders subclass `TokenDecoder`.
@@ -10,7 +11,7 @@ Decoders subclass `TokenDecoder`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -18,11 +19,9 @@ from torch import nn
 
 from textvae.data.tokenizers import BOS, PAD, UNK
 from textvae.models.token_loss import linear_cross_entropy, loss_dtype
-from textvae.registry import Registry
+from textvae.registries import ARCHITECTURES
 
-Builder = Callable[..., tuple[nn.Module | None, nn.Module]]
-ARCHITECTURES: Registry[Builder] = Registry("architecture")
-architecture = ARCHITECTURES.register
+architecture = ARCHITECTURES.register  # @architecture("name", config=ModelSection subclass) on a builder
 
 
 @contextlib.contextmanager

@@ -23,13 +23,15 @@ After loading from a directory the builder rewrites the model config (`huggingfa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 import torch
+from pydantic import model_validator
 from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCache, PreTrainedModel
 
+from textvae.config.sections import Section, TextModelSection
 from textvae.data.tokenizers import SPECIAL_TOKENS, has_hf_tokenizer
 from textvae.errors import TextVAEError
 from textvae.models.base import TokenDecoder, architecture, check_pooling, document_mask, pool
@@ -37,7 +39,65 @@ from textvae.models.posteriors import Posterior, PosteriorHead
 from textvae.models.weights import check_weights
 
 if TYPE_CHECKING:
+    from textvae.config.recipe import Recipe
     from textvae.models.model import LatentVariableConfig
+
+
+class HuggingFaceConfig(Section):
+    """Where the two networks come from (`model.huggingface`): a local pretrained directory or a config each."""
+
+    decoder: str | None = None  # local dir for AutoModelForCausalLM.from_pretrained (GPT-2 family)
+    decoder_config: dict[str, Any] | None = None  # or random weights: AutoConfig.for_model(**decoder_config)
+    encoder: str | None = None  # local dir for AutoModel.from_pretrained (BERT family)
+    encoder_config: dict[str, Any] | None = None
+    # attention kernel of both models; "eager" has double backward (SA-VAE with update.svi.hvp: exact),
+    # PyTorch's fused "sdpa" kernels on CPU do not. None: the library's default.
+    attn_implementation: Literal["eager", "sdpa"] | None = None
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> HuggingFaceConfig:
+        for side in ("decoder", "encoder"):
+            given = (getattr(self, side) is not None) + (getattr(self, f"{side}_config") is not None)
+            if given != 1:
+                raise ValueError(f"give exactly one of {side} (a pretrained directory) and {side}_config")
+        return self
+
+
+class HuggingFaceModelConfig(TextModelSection):
+    """A VAE on Hugging Face networks (model.type hf_vae): a BERT-family encoder and a GPT-2-family decoder."""
+
+    example: ClassVar = {
+        "latent_dim": 2,
+        "huggingface": {
+            "decoder_config": {"model_type": "gpt2", "n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 64},
+            "encoder_config": {
+                "model_type": "bert",
+                "hidden_size": 16,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 32,
+            },
+        },
+    }
+
+    huggingface: HuggingFaceConfig | None = None  # required; None only so that the error says what to add
+    # how z reaches the decoder: added to every input embedding, as one key/value memory slot per layer, or both
+    latent_injection: Literal["embedding", "memory", "both"] = "both"
+
+    @model_validator(mode="after")
+    def _needs_its_section(self) -> HuggingFaceModelConfig:
+        if self.huggingface is None:
+            raise ValueError("model.type hf_vae needs a model.huggingface section")
+        return self
+
+    def check(self, recipe: Recipe) -> None:
+        pretrained = self.huggingface.decoder
+        if pretrained is not None and recipe.data.tokenizer.type != "pretrained":
+            raise ValueError(
+                "a pretrained Hugging Face decoder reads its own token ids: set data.tokenizer.type: pretrained "
+                f"with data.tokenizer.path: {pretrained}"
+            )
+
 
 OFFSET = len(SPECIAL_TOKENS)  # textvae id of HF id 0
 INJECTIONS = ("embedding", "memory", "both")
@@ -351,7 +411,7 @@ def _encoder_bridge(model: PreTrainedModel, decoder_dir: str | None, encoder_dir
     return {"decoder": run.backend_tokenizer.to_str(), "encoder": own.backend_tokenizer.to_str(), "pad_id": pad}
 
 
-@architecture("hf_vae")
+@architecture("hf_vae", config=HuggingFaceModelConfig)
 def build_hf_vae(cfg: LatentVariableConfig) -> tuple[HFEncoder, HFCausalDecoder]:
     """Encoder and decoder from `model.huggingface`; rewrites the config so that reloading needs no directory."""
     section = cfg.section

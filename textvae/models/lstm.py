@@ -1,12 +1,48 @@
-"""He et al. (2019) LSTM encoder and decoder for sentences and documents."""
+"""He et al. (2019) LSTM encoder and decoder for sentences and documents (model.type lstm_vae / lstm_lm), with
+their `model:` section."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, ClassVar
+
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from textvae.models.base import Dropout, TokenDecoder, check_pooling, document_mask, pool
+from textvae.config.sections import TextModelSection
+from textvae.models.base import Dropout, TokenDecoder, architecture, check_pooling, document_mask, pool
 from textvae.models.posteriors import Posterior, PosteriorHead
+
+if TYPE_CHECKING:  # model.py imports this module to register its architectures
+    from textvae.models.model import LatentVariableConfig
+
+
+class LSTMModelConfig(TextModelSection):
+    """He et al. 2019's LSTM VAE: one-layer LSTM encoder and decoder, z fed to the decoder at every step."""
+
+    default_pooling: ClassVar = "last"  # the state at </s>, as He et al.
+    example: ClassVar = {"latent_dim": 2, "embed_dim": 8, "hidden_dim": 8, "dropout_in": 0.0, "dropout_out": 0.0}
+
+    embed_dim: int = Field(512, gt=0)
+    hidden_dim: int = Field(1024, gt=0)
+    enc_embed_dim: int | None = Field(None, gt=0)  # defaults to embed_dim
+    enc_hidden_dim: int | None = Field(None, gt=0)  # defaults to hidden_dim
+    dropout_in: float = Field(0.5, ge=0, lt=1)
+    dropout_out: float = Field(0.5, ge=0, lt=1)
+    init_scale: float = Field(0.01, gt=0)
+    embed_init_scale: float = Field(0.1, gt=0)
+
+    @model_validator(mode="after")
+    def _no_first_pooling(self) -> LSTMModelConfig:
+        if self.pooling == "first":
+            raise ValueError("model.pooling first: an LSTM's state after <s> has read nothing; use last or mean")
+        return self
+
+
+class LSTMLanguageModelConfig(LSTMModelConfig):
+    """The LSTM decoder alone (no latent): the language-model baseline."""
+
+    has_latent: ClassVar = False
 
 
 def _cpu_has_bf16_lstm() -> bool:
@@ -140,3 +176,35 @@ class LSTMDecoder(TokenDecoder):
         """The (h, c) of rows `index`, batch in dim 1 (beam search: which hypothesis each new row continues)."""
         h, c = state
         return h.index_select(1, index), c.index_select(1, index)
+
+
+@architecture("lstm_vae", config=LSTMModelConfig)
+def build_lstm_vae(cfg: LatentVariableConfig) -> tuple[LSTMEncoder, LSTMDecoder]:
+    """LSTM encoder and decoder with He et al.'s uniform initialisation."""
+    section = cfg.section
+    encoder = LSTMEncoder(
+        cfg.vocab_size,
+        section.enc_embed_dim or section.embed_dim,
+        section.enc_hidden_dim or section.hidden_dim,
+        section.latent_dim,
+        section.posterior,
+        section.encoder_pooling,
+    )
+    decoder = _decoder(section, cfg.vocab_size, section.latent_dim)
+    uniform_init(nn.ModuleList([encoder, decoder]), section.init_scale, section.embed_init_scale)
+    return encoder, decoder
+
+
+@architecture("lstm_lm", config=LSTMLanguageModelConfig)
+def build_lstm_lm(cfg: LatentVariableConfig) -> tuple[None, LSTMDecoder]:
+    """The LSTM decoder alone, as a language model (no latent)."""
+    section = cfg.section
+    decoder = _decoder(section, cfg.vocab_size, 0)
+    uniform_init(decoder, section.init_scale, section.embed_init_scale)
+    return None, decoder
+
+
+def _decoder(section: LSTMModelConfig, vocab_size: int, latent_dim: int) -> LSTMDecoder:
+    return LSTMDecoder(
+        vocab_size, section.embed_dim, section.hidden_dim, latent_dim, section.dropout_in, section.dropout_out
+    )

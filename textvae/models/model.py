@@ -13,37 +13,42 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 from transformers.utils import logging as hf_logging
 
-import textvae.models.huggingface  # noqa: F401  (registers hf_vae)
-import textvae.models.images  # noqa: F401  (registers pixelcnn_vae, pixelcnn_lm, bernoulli_vae)
-import textvae.models.transformer  # noqa: F401  (registers transformer_vae, transformer_lm)
-from textvae.config import ModelConfig
+from textvae.config.sections import ModelSection
 from textvae.errors import TextVAEError
 from textvae.jsonfiles import read_json_object
-from textvae.models.base import ARCHITECTURES, architecture
-from textvae.models.lstm import LSTMDecoder, LSTMEncoder, uniform_init
+from textvae.models.lstm import LSTMModelConfig
 from textvae.models.posteriors import DiagonalGaussian, MeanBatchNorm, Posterior
 from textvae.models.priors import build_prior
 from textvae.models.weights import check_weights
+from textvae.registries import ARCHITECTURES
 
 hf_logging.disable_progress_bar()  # saving and loading small models needs no progress bar
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
-FORMAT_VERSION = 2  # 2: `pooling` applies to LSTM encoders too
+# 2: `pooling` applies to LSTM encoders too; 3: only the architecture's own `model:` fields (2 held every
+# architecture's: an LSTM's widths in a transformer's config.json)
+FORMAT_VERSION = 3
 
 
 class LatentVariableConfig(PreTrainedConfig):
-    """Architecture hyper-parameters (the `model:` section of a recipe plus the vocabulary size)."""
+    """Architecture hyper-parameters: the recipe's `model:` section (the architecture's own fields) plus the
+    vocabulary size."""
 
     model_type = "textvae"
 
     def __init__(self, architecture: str = "lstm_vae", vocab_size: int = 4, **kwargs) -> None:
-        defaults = ModelConfig().model_dump(mode="json")
+        section_class = ARCHITECTURES.config(architecture)
+        defaults = section_class.model_construct(type=architecture).model_dump(mode="json")  # unvalidated
         own = {k: kwargs.pop(k, default) for k, default in defaults.items() if k != "type"}
+        version = kwargs.pop("format_version", 1)
+        if version < 3:  # the other architectures' fields, all at their defaults
+            for key in ARCHITECTURES.section_keys() - set(own):
+                kwargs.pop(key, None)
         if isinstance(own["prior"], str):  # saved before priors had settings: `"prior": "standard_normal"`
             own["prior"] = {**defaults["prior"], "type": own["prior"]}
-        if kwargs.pop("format_version", 1) < 2 and architecture.startswith("lstm"):
+        if version < 2 and issubclass(section_class, LSTMModelConfig):
             own["pooling"] = None  # saved when LSTM encoders ignored `pooling` (always the state at </s>)
         super().__init__(**kwargs)
         self.format_version = FORMAT_VERSION
@@ -53,15 +58,16 @@ class LatentVariableConfig(PreTrainedConfig):
             setattr(self, key, value)
 
     @classmethod
-    def from_recipe(cls, cfg: ModelConfig, vocab_size: int) -> LatentVariableConfig:
+    def from_recipe(cls, cfg: ModelSection, vocab_size: int) -> LatentVariableConfig:
         fields = cfg.model_dump(mode="json", exclude={"type"})
         return cls(architecture=cfg.type, vocab_size=vocab_size, format_version=FORMAT_VERSION, **fields)
 
     @property
-    def section(self) -> ModelConfig:
+    def section(self) -> ModelSection:
         """The recipe's `model:` section this config was made from (nested sections as pydantic models)."""
-        fields = {k: getattr(self, k) for k in ModelConfig.model_fields if k != "type" and hasattr(self, k)}
-        return ModelConfig.model_validate({"type": self.architecture, **fields})
+        section_class = ARCHITECTURES.config(self.architecture)
+        fields = {k: getattr(self, k) for k in section_class.model_fields if k != "type" and hasattr(self, k)}
+        return section_class.model_validate({"type": self.architecture, **fields})
 
 
 @dataclass
@@ -71,32 +77,6 @@ class LatentVariableOutput(ModelOutput):
     log_likelihood: torch.Tensor | None = None  # [B, n]
     kl: torch.Tensor | None = None  # [B]; None for a language model or a deterministic encoder
     posterior: Posterior | None = None
-
-
-@architecture("lstm_vae")
-def _lstm_vae(cfg: LatentVariableConfig) -> tuple[nn.Module, nn.Module]:
-    encoder = LSTMEncoder(
-        cfg.vocab_size,
-        cfg.enc_embed_dim or cfg.embed_dim,
-        cfg.enc_hidden_dim or cfg.hidden_dim,
-        cfg.latent_dim,
-        cfg.posterior,
-        cfg.section.encoder_pooling,
-    )
-    decoder = _lstm_decoder(cfg, cfg.latent_dim)
-    uniform_init(nn.ModuleList([encoder, decoder]), cfg.init_scale, cfg.embed_init_scale)
-    return encoder, decoder
-
-
-@architecture("lstm_lm")
-def _lstm_lm(cfg: LatentVariableConfig) -> tuple[None, nn.Module]:
-    decoder = _lstm_decoder(cfg, 0)
-    uniform_init(decoder, cfg.init_scale, cfg.embed_init_scale)
-    return None, decoder
-
-
-def _lstm_decoder(cfg: LatentVariableConfig, latent_dim: int) -> LSTMDecoder:
-    return LSTMDecoder(cfg.vocab_size, cfg.embed_dim, cfg.hidden_dim, latent_dim, cfg.dropout_in, cfg.dropout_out)
 
 
 class LatentVariableModel(PreTrainedModel):
@@ -110,10 +90,11 @@ class LatentVariableModel(PreTrainedModel):
         super().__init__(config)
         self.encoder, self.decoder = ARCHITECTURES[config.architecture](config)  # each initialises itself
         self.prior = build_prior(config.section.prior, config.latent_dim, self.encoder)
-        self.decoder.word_dropout = config.section.word_dropout
-        if config.section.mean_batchnorm is not None:
-            self.encoder.to_posterior.mean_norm = MeanBatchNorm(config.latent_dim, config.section.mean_batchnorm)
-        if config.section.bow_head:  # on the decoder side: aggressive training updates it with the decoder
+        section = config.section
+        self.decoder.word_dropout = getattr(section, "word_dropout", 0.0)
+        if section.mean_batchnorm is not None:
+            self.encoder.to_posterior.mean_norm = MeanBatchNorm(config.latent_dim, section.mean_batchnorm)
+        if getattr(section, "bow_head", False):  # on the decoder side: aggressive training updates it with the decoder
             self.decoder.bow = nn.Linear(config.latent_dim, config.vocab_size)
         self.compute_dtype: torch.dtype | None = None  # set_precision("bf16"): autocast dtype of the passes
         self.post_init()
@@ -195,7 +176,7 @@ class LatentVariableModel(PreTrainedModel):
         return LatentVariableOutput(log_likelihood=self.log_likelihood(tokens, z), kl=kl, posterior=posterior)
 
 
-def build_model(cfg: ModelConfig, vocab_size: int) -> LatentVariableModel:
+def build_model(cfg: ModelSection, vocab_size: int) -> LatentVariableModel:
     return LatentVariableModel(LatentVariableConfig.from_recipe(cfg, vocab_size))
 
 

@@ -9,13 +9,14 @@ kernels, so that SA-VAE's exact mode can differentiate twice through the decoder
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
-from textvae.config import TransformerConfig
+from textvae.config.sections import Section, TextModelSection
 from textvae.errors import TextVAEError
 from textvae.models.base import TokenDecoder, architecture, check_pooling, document_mask, pool
 from textvae.models.posteriors import Posterior, PosteriorHead
@@ -24,6 +25,47 @@ if TYPE_CHECKING:  # model.py imports this module to register its architectures
     from textvae.models.model import LatentVariableConfig
 
 INJECTIONS = ("embedding", "memory", "both")
+
+
+class TransformerConfig(Section):
+    """The from-scratch encoder and decoder stacks (`model.transformer`)."""
+
+    d_model: int = Field(256, gt=0)
+    n_heads: int = Field(4, gt=0)
+    ff_dim: int = Field(1024, gt=0)
+    encoder_layers: int = Field(2, ge=1)
+    decoder_layers: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(512, gt=1)  # learned positions: longest <s> x </s> sequence
+    tie_embeddings: bool = True  # the decoder's output layer shares the token embedding matrix
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TransformerConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        return self
+
+
+class TransformerModelConfig(TextModelSection):
+    """A transformer VAE (model.type transformer_vae): pre-LN encoder, causal decoder that z reaches as Optimus."""
+
+    example: ClassVar = {
+        "latent_dim": 2,
+        "transformer": {"d_model": 8, "n_heads": 2, "ff_dim": 16, "encoder_layers": 1, "decoder_layers": 1},
+    }
+
+    transformer: TransformerConfig = TransformerConfig()
+    # how z reaches the decoder: added to every token embedding, as one extra key/value memory slot in every
+    # layer (Optimus), or both
+    latent_injection: Literal["embedding", "memory", "both"] = "both"
+
+
+class TransformerLanguageModelConfig(TransformerModelConfig):
+    """The transformer decoder alone (model.type transformer_lm, no latent)."""
+
+    has_latent: ClassVar = False
+
+
 KeyValue = tuple[torch.Tensor, torch.Tensor]  # keys and values, each [N, heads, positions, head_dim]
 DecoderState = tuple[KeyValue, ...]  # one KeyValue per decoder layer: the cache of everything fed so far
 
@@ -215,7 +257,7 @@ def _decoder(cfg: LatentVariableConfig, latent_dim: int) -> TransformerDecoder:
     return TransformerDecoder(cfg.vocab_size, latent_dim, section.transformer, section.latent_injection)
 
 
-@architecture("transformer_vae")
+@architecture("transformer_vae", config=TransformerModelConfig)
 def build_transformer_vae(cfg: LatentVariableConfig) -> tuple[TransformerEncoder, TransformerDecoder]:
     """Transformer encoder and decoder from a `LatentVariableConfig`."""
     section = cfg.section
@@ -225,7 +267,7 @@ def build_transformer_vae(cfg: LatentVariableConfig) -> tuple[TransformerEncoder
     return encoder, _decoder(cfg, cfg.latent_dim)
 
 
-@architecture("transformer_lm")
+@architecture("transformer_lm", config=TransformerLanguageModelConfig)
 def build_transformer_lm(cfg: LatentVariableConfig) -> tuple[None, TransformerDecoder]:
     """The transformer decoder alone, as a language model (no latent)."""
     return None, _decoder(cfg, 0)

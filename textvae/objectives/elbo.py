@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 
 from textvae.config.recipe import MethodSection, Recipe, needs_stochastic_encoder
-from textvae.config.sections import LANGUAGE_MODELS, ScheduleConfig
+from textvae.config.sections import ScheduleConfig
 from textvae.data.batching import TextBatch
 from textvae.data.tokenizers import BOS, EOS, PAD
 from textvae.models.posteriors import DiagonalGaussian
@@ -42,9 +42,9 @@ class ElboConfig(MethodSection):
 
     def check(self, recipe: Recipe) -> None:
         model = recipe.model
-        if self.bow_weight > 0 and not model.bow_head:
+        if self.bow_weight > 0 and not getattr(model, "bow_head", False):
             raise ValueError("objective.bow_weight needs the bag-of-words head: set model.bow_head: true")
-        if model.type in LANGUAGE_MODELS and self.free_bits is not None:
+        if not model.has_latent and self.free_bits is not None:
             raise ValueError(f"objective.free_bits has no meaning for a language model (model.type: {model.type})")
         if self.free_bits is not None and model.prior.type != "standard_normal":
             raise ValueError("objective.free_bits needs the per-dimension KL of model.prior.type standard_normal")

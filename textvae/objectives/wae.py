@@ -15,7 +15,7 @@ import torch
 from pydantic import ConfigDict, Field, model_validator
 
 from textvae.config.recipe import MethodSection, Recipe, needs_stochastic_encoder
-from textvae.config.sections import LANGUAGE_MODELS, KernelConfig
+from textvae.config.sections import KernelConfig
 from textvae.data.batching import TextBatch
 from textvae.models.posteriors import Posterior
 from textvae.objectives.base import ObjectiveOutput, objective
@@ -26,7 +26,7 @@ class LatentMatchingConfig(MethodSection):
     """The sections of objectives that match q(z) to p(z) (WAE-MMD, InfoVAE, WAE-GAN): they need a latent."""
 
     def check(self, recipe: Recipe) -> None:
-        if recipe.model.type in LANGUAGE_MODELS:
+        if not recipe.model.has_latent:
             raise ValueError(f"objective.type {self.type} needs a latent variable (model.type is {recipe.model.type})")
 
 

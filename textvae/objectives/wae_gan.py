@@ -13,8 +13,8 @@ from torch.func import functional_call
 from textvae.config.sections import Section
 from textvae.objectives.base import objective
 from textvae.objectives.wae import LatentMatchingObjective, StochasticEncoderPenalties
-from textvae.training.distributed import average_gradients
-from textvae.training.guards import NonFiniteGuard, grad_norm
+from textvae.training.guards import NonFiniteGuard
+from textvae.training.stepping import guarded_step
 
 
 class DiscriminatorConfig(Section):
@@ -97,10 +97,8 @@ class WAEGAN(LatentMatchingObjective):
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        params = list(discriminator.parameters())
-        average_gradients(params)  # data-parallel processes keep one discriminator
-        if self.guard.finite(grad_norm(params), loss, params, part="discriminator"):
-            self.optimizer.step()
+        # the model's path: gradients averaged (data-parallel processes keep one discriminator), guarded step
+        guarded_step(list(discriminator.parameters()), [self.optimizer], loss, self.guard, part="discriminator")
         self.optimizer.zero_grad(set_to_none=True)
         return loss.item()
 

@@ -1,3 +1,2 @@
-"""Training: the loop, checkpoints and the update rules (importing a rule's module registers it)."""
-
-from textvae.training import aggressive, semi_amortized  # noqa: F401
+"""Training: the loop, checkpoints, the update rules (`rules` imports the built-in ones, which registers them)
+and the guarded optimiser step they and the objectives share (`stepping`)."""

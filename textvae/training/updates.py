@@ -17,8 +17,8 @@ from textvae.config.sections import OptimConfig
 from textvae.data.batching import TextBatch
 from textvae.objectives.base import Objective, StatefulObjective
 from textvae.registries import UPDATES
-from textvae.training.distributed import average_gradients
-from textvae.training.guards import DEFAULT_LIMIT, NonFiniteGuard, grad_norm
+from textvae.training.guards import DEFAULT_LIMIT, NonFiniteGuard
+from textvae.training.stepping import guarded_step
 
 update_rule = UPDATES.register
 
@@ -47,16 +47,6 @@ class UpdateContext:
     lr: float
     sample_batch: Callable[[], TextBatch]  # a fresh random training batch (this process's share), on the device
     max_nonfinite: int = DEFAULT_LIMIT  # optimiser steps skipped in a row (non-finite loss or gradient) before stopping
-
-
-def clip_gradients(params: list[torch.nn.Parameter], clip: float | None) -> torch.Tensor:
-    """Average the gradients over data-parallel processes (nothing to do in one), then clip their total norm;
-    returns that norm (before clipping). Every update rule goes through here before stepping, so the parameters
-    stay the same on every process."""
-    average_gradients(params)
-    if clip is None:
-        return grad_norm(params)
-    return torch.nn.utils.clip_grad_norm_(params, clip)
 
 
 def batch_terms(loss: torch.Tensor, terms: dict[str, float], batch: TextBatch) -> dict[str, float]:
@@ -104,13 +94,8 @@ class UpdateRule:
         step: int,
     ) -> bool:
         """Average and clip the gradients of `params`, then step the optimisers together unless the guard finds
-        `loss` or a gradient non-finite; returns whether they stepped."""
-        norm = clip_gradients(params, self.clip)
-        if not self.guard.finite(norm, loss, params, step=step):
-            return False
-        for optimizer in optimizers:
-            optimizer.step()
-        return True
+        `loss` or a gradient non-finite; returns whether they stepped (`textvae.training.stepping`)."""
+        return guarded_step(params, optimizers, loss, self.guard, self.clip, step)
 
     def state_dict(self) -> dict:
         """What a checkpoint keeps: every optimiser's state, the `resumable` fields, the guard's counts."""
