@@ -16,7 +16,7 @@ class RichProgress:
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.2f}  kl {task.fields[kl]:.2f}{task.fields[ppl]}"),
+            TextColumn("loss {task.fields[loss]:.2f}{task.fields[terms]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console or Console(stderr=True),
@@ -28,24 +28,27 @@ class RichProgress:
     def on_train_begin(self, total_steps: int, steps_per_epoch: int) -> None:
         self.steps_per_epoch = steps_per_epoch
         self.progress.start()
-        self.task = self.progress.add_task("train", total=total_steps, epoch=1, loss=0.0, kl=0.0, ppl="")
+        self.task = self.progress.add_task("train", total=total_steps, epoch=1, loss=0.0, terms="")
 
     def on_step(self, step: int, metrics: dict) -> None:
         for key in ("loss", "kl", "rec", "n"):
             self.sums[key] = 0.98 * self.sums[key] + metrics.get(key, 0.0)
         self.sums["tokens"] = 0.98 * self.sums["tokens"] + metrics.get("n_tokens", 0)
         n = max(self.sums["n"], 1e-9)
-        ppl = ""  # image runs report no token counts: NLL per image only
-        if self.sums["tokens"] > 0:
-            ppl = f"  ppl {math.exp(min((self.sums['rec'] + self.sums['kl']) / self.sums['tokens'], 700)):.1f}"
         self.progress.update(
             self.task,
             completed=step,
             epoch=(step - 1) // self.steps_per_epoch + 1,
             loss=self.sums["loss"] / n,
-            kl=self.sums["kl"] / n,
-            ppl=ppl,
+            terms=self._terms(n) if "rec" in metrics else "",  # an objective without rec (a plugin's bound)
         )
+
+    def _terms(self, n: float) -> str:
+        """`  kl K  ppl P` (no PPL for image runs, which report no token counts: NLL per image only)."""
+        terms = f"  kl {self.sums['kl'] / n:.2f}"
+        if self.sums["tokens"] > 0:
+            terms += f"  ppl {math.exp(min((self.sums['rec'] + self.sums['kl']) / self.sums['tokens'], 700)):.1f}"
+        return terms
 
     def on_epoch_end(self, epoch: int, metrics: dict) -> None:
         """Epoch summaries are logged by the trainer."""
