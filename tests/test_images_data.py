@@ -266,7 +266,7 @@ def test_mnist_download_path_with_file_urls(
     spec = prepare.get_spec("mnist")
     urls = tuple((name, (served / f"{name}.gz").as_uri()) for name in image_datasets.MNIST_IDX.values())
     remote = prepare.Downloads(urls, "test")
-    monkeypatch.setitem(prepare._REGISTRY, "mnist", dataclasses.replace(spec, remote=remote))
+    monkeypatch.setitem(prepare.DATASETS._items, "mnist", dataclasses.replace(spec, remote=remote))
     monkeypatch.setenv("TEXTVAE_CACHE", str(tmp_path / "cache"))
     out = prepare_dataset("mnist", tmp_path / "out")
     assert np.array_equal(npz(out / "test.npz")["images"], mnist_arrays["x_test"])

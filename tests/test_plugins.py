@@ -120,6 +120,27 @@ def test_the_gru_architecture_example_trains_from_its_recipe_without_the_base_ls
     assert len(loaded.sample(2, seed=0)) == 2
 
 
+def test_the_csv_dataset_example_prepares_a_labelled_corpus_and_the_cli_names_the_plugin(tmp_path: Path):
+    source = tmp_path / "source"
+    source.mkdir()
+    rows = [f'{"pos" if i % 2 else "neg"},"visit {i}: the food\nwas {"good" if i % 2 else "cold"}"' for i in range(20)]
+    (source / "reviews.csv").write_text("label,text\n" + "\n".join(rows) + "\n")
+    plugin = EXAMPLES / "csv_reviews_dataset.py"
+    without = textvae("data", "prepare", "reviews-csv", "--from", source, "-o", tmp_path / "no")
+    assert (
+        without.returncode == 1 and "unknown dataset 'reviews-csv'" in without.stderr and "--plugin" in without.stderr
+    )
+    assert not (tmp_path / "no").exists()
+    made = textvae("data", "prepare", "reviews-csv", "--from", source, "-o", tmp_path / "out", "--plugin", plugin)
+    assert made.returncode == 0, made.stderr
+    splits = {name: (tmp_path / "out" / f"{name}.txt").read_text().splitlines() for name in SPLITS}
+    assert [len(lines) for lines in splits.values()] == [16, 2, 2]
+    assert splits["train"][0] == "neg\tvisit 0: the food was cold"  # line breaks inside a text flattened
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    csv_sha = hashlib.sha256((source / "reviews.csv").read_bytes()).hexdigest()
+    assert csv_sha in json.dumps(manifest)
+
+
 # -- plugin files --------------------------------------------------------------------------------------------
 
 

@@ -156,7 +156,7 @@ def test_download_path_with_file_url_and_cache(
     )
     spec = prepare.get_spec("yahoo-mini")
     remote = dataclasses.replace(spec.remote, url=archive.as_uri())
-    monkeypatch.setitem(prepare._REGISTRY, "yahoo-mini", dataclasses.replace(spec, remote=remote))
+    monkeypatch.setitem(prepare.DATASETS._items, "yahoo-mini", dataclasses.replace(spec, remote=remote))
     monkeypatch.setenv("TEXTVAE_CACHE", str(tmp_path / "cache"))
     out = prepare_dataset("yahoo-mini", tmp_path / "out")
     assert (out / "vocab.txt").read_bytes() == yahoo_files["vocab.txt"]

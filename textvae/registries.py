@@ -13,3 +13,6 @@ OBJECTIVES: Registry[Callable] = Registry("objective", builtins="textvae.objecti
 UPDATES: Registry[Callable] = Registry("update rule", builtins="textvae.training.rules")
 # builder (LatentVariableConfig) -> (encoder | None, decoder), with its recipe section (`model:`)
 ARCHITECTURES: Registry[Callable] = Registry("architecture", builtins="textvae.models.architectures")
+# DatasetSpec (how `textvae data prepare NAME` fetches, verifies and writes a dataset), registered by
+# `textvae.data.prepare.register`
+DATASETS: Registry = Registry("dataset", builtins="textvae.data.prepare")

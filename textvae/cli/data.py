@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from textvae.cli.app import with_plugins
 from textvae.data.own_corpus import DEFAULT_VOCAB_SIZE, RECIPE_FILE, CorpusOptions, parse_split, prepare_text_corpus
 from textvae.data.prepare import available_datasets, describe_datasets, prepare_dataset
 from textvae.errors import TextVAEError
@@ -70,6 +71,7 @@ def summary_table(out_dir: Path) -> Table:
 
 
 @app.command("prepare")
+@with_plugins
 def prepare(
     name: str = typer.Argument(..., help=f"Dataset: {_NAMES}.", metavar="NAME"),
     source: Path | None = typer.Option(
@@ -131,6 +133,7 @@ def prepare(
 
 
 @app.command("list")
+@with_plugins
 def list_datasets() -> None:
     """List the datasets `prepare` knows."""
     table = Table("name", "description")

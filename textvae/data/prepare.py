@@ -1,7 +1,8 @@
 """Prepare benchmark datasets: fetch (download or local copy), verify, split and write atomically.
 
-Each dataset is a `DatasetSpec` in a registry filled by `register`. A spec names the input files it
-needs, where they originally live (`Remote`: an archive URL and the folder inside it) and a
+Each dataset is a `DatasetSpec` in a registry (`textvae.registries.DATASETS`) filled by `register`
+(a plugin file registers its own the same way). A spec names the input files it needs, where they
+originally live (`Remote`: an archive URL and the folder inside it) and a
 `build` function that turns the verified input lines into output files. `prepare_dataset` does
 the rest: finds the inputs (download, local folder, or a local copy of the archive), checks every
 input against `KNOWN_DIGESTS`, writes `train.txt` / `valid.txt` / `test.txt` (+ `vocab.txt`) and
@@ -39,6 +40,7 @@ from textvae import __version__
 from textvae.data import synthetic
 from textvae.data.images import save_image_split
 from textvae.errors import TextVAEError
+from textvae.registries import DATASETS
 
 logger = logging.getLogger(__name__)
 
@@ -178,14 +180,12 @@ class DatasetSpec:
     hint: str = ""
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
-
-
 def register(name: str, description: str, **options: Any) -> Callable[[AnyBuilder], AnyBuilder]:
-    """Decorator: register `build` as the preparer of dataset `name` (options: DatasetSpec fields)."""
+    """Decorator: register `build` as the preparer of dataset `name` (options: DatasetSpec fields) in
+    `textvae.registries.DATASETS`; a plugin file registers its own datasets the same way."""
 
     def decorate(build: AnyBuilder) -> AnyBuilder:
-        _REGISTRY[name] = DatasetSpec(name=name, description=description, build=build, **options)
+        DATASETS.register(name)(DatasetSpec(name=name, description=description, build=build, **options))
         return build
 
     return decorate
@@ -193,21 +193,20 @@ def register(name: str, description: str, **options: Any) -> Callable[[AnyBuilde
 
 def available_datasets() -> list[str]:
     """Names accepted by `prepare_dataset`."""
-    return sorted(_REGISTRY)
+    return sorted(DATASETS)
 
 
 def describe_datasets() -> dict[str, str]:
     """Dataset name -> one-line description."""
-    return {name: _REGISTRY[name].description for name in available_datasets()}
+    return {name: DATASETS[name].description for name in available_datasets()}
 
 
 def get_spec(name: str) -> DatasetSpec:
     """The registered spec of `name`, or a TextVAEError listing the known names."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
+    if name not in DATASETS:
         known = ", ".join(available_datasets())
-        raise TextVAEError(f"unknown dataset {name!r}; available: {known}") from None
+        raise TextVAEError(f"unknown dataset {name!r}; available: {known} (a dataset of your own: --plugin FILE)")
+    return DATASETS[name]
 
 
 # --- the datasets -------------------------------------------------------------------------------
