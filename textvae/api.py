@@ -14,7 +14,6 @@ import torch
 
 from textvae.atomic import write_atomic
 from textvae.config import (
-    ImageDataConfig,
     Recipe,
     SVIConfig,
     build_recipe,
@@ -33,6 +32,7 @@ from textvae.evaluation.probe import LabeledTexts
 from textvae.evaluation.text import reconstruction_limit
 from textvae.generation import arithmetic, images, latent_space
 from textvae.generation.decoding import DecodingConfig
+from textvae.modality import IMAGES, MODALITIES, Modality
 from textvae.models.images import PIXEL_VALUES
 from textvae.models.model import LatentVariableModel, build_model, load_model
 from textvae.plugins import check_run_plugins, write_plugin_records
@@ -65,7 +65,12 @@ class Run:
 
     @property
     def is_image_model(self) -> bool:
-        return self.tokenizer is None
+        return self.modality is IMAGES
+
+    @property
+    def modality(self) -> Modality:
+        """Text or images: what the run's model reads (`textvae.modality`)."""
+        return MODALITIES[self.recipe.model.modality]
 
     def split(self, name: str = "test", limit: int | None = None) -> Split:
         """A split of the run's data as evaluation reads it (the run's tokenizer; images binarised once)."""
@@ -341,10 +346,10 @@ def restored_trainer(
     """A trainer in the state of the run's newest readable checkpoint (the splits are read with the
     checkpoint's tokenizer unless given)."""
     store = CheckpointStore(run_dir, recipe.train.checkpoints.keep_last)
-    image_model = isinstance(recipe.data, ImageDataConfig)
+    tokenized = MODALITIES[recipe.model.modality].tokenizer
 
     def read(checkpoint: Checkpoint) -> tuple[dict, LatentVariableModel, TextTokenizer | None]:
-        saved = None if image_model else load_tokenizer(checkpoint.directory)
+        saved = load_tokenizer(checkpoint.directory) if tokenized else None
         return checkpoint.training_state(), load_model(checkpoint.directory, model_type=recipe.model.type), saved
 
     checkpoint, (state, model, saved_tokenizer) = store.latest(read)
@@ -393,7 +398,7 @@ def load_run(run_dir: Path, device: str = "cpu") -> Run:
     run_dir = Path(run_dir)
     recipe = run_recipe(run_dir)
     model = load_model(run_dir / "model", check_device(device), recipe.model.type)
-    if isinstance(recipe.data, ImageDataConfig):
+    if not MODALITIES[recipe.model.modality].tokenizer:
         return Run(run_dir, recipe, model, None)
     tokenizer = load_tokenizer(run_dir / "model")
     if tokenizer.vocab_size != model.config.vocab_size:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from textvae.atomic import write_atomic
 from textvae.cli.app import quiet_libraries, setup_logging
+from textvae.modality import of_metrics
 
 TABLE_KEYS = ("iw_nll", "elbo_nll", "rec", "kl", "iw_ppl", "ppl", "mi", "au", "recon_bleu")
 SVI_KEYS = ("iw_nll_svi", "iw_ppl_svi")  # shown when some run has them (test-time SVI)
@@ -46,7 +47,7 @@ def metrics_table(rows: dict[str, dict], title: str = "", console: Console | Non
     (NLL in nats per image) without PPL and BLEU. Given the `console`, a table wider than it gets abbreviated
     headers and a legend instead of cut ones."""
     keys = TABLE_KEYS + tuple(key for key in SVI_KEYS if any(key in m for m in rows.values()))
-    if all("n_images" in m for m in rows.values()):  # image models: nats per image, no PPL or BLEU
+    if not any(of_metrics(m).text_metrics for m in rows.values()):  # image models: nats per image, no PPL or BLEU
         keys = tuple(key for key in keys if "ppl" not in key and key != "recon_bleu")
     return _fitted(rows, keys, title, {}, console)
 

@@ -7,7 +7,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,6 +23,8 @@ class TextBatch:
     The decoder reads `tokens[:, :-1]` and predicts `tokens[:, 1:]`; `target_mask` marks the
     predicted positions (the words and </s>, never <s> or padding).
     """
+
+    modality: ClassVar[str] = "text"
 
     tokens: torch.Tensor
     lengths: torch.Tensor  # words per document, without <s> and </s>

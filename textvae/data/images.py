@@ -23,6 +23,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -40,6 +41,8 @@ IDX_UINT8 = 0x08
 @dataclass
 class ImageBatch:
     """Images [B, C, H, W] as float32 in [0, 1] (exactly {0, 1} once binarised) and their split positions."""
+
+    modality: ClassVar[str] = "images"
 
     images: torch.Tensor
     index: torch.Tensor  # long [B], position of each image in its split

@@ -13,23 +13,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from textvae.config import SVIConfig
-from textvae.data.images import ImageBatch
 from textvae.evaluation.common import model_device, seeded
 from textvae.inference.svi import refine as run_svi
+from textvae.modality import MODALITIES
 from textvae.models.base import frozen
 from textvae.models.posteriors import DiagonalGaussian
 
 LOGIT_BUDGET = 2**26  # logits held at once (floats) when batching samples x documents
-
-
-def _ppl(key: str, total_nll: float, n_tokens: int, images: bool) -> dict[str, float]:
-    """{key: exp(total NLL / predicted tokens)} for text; nothing for images (NLL per image, no per-pixel PPL)."""
-    return {} if images else {key: math.exp(min(total_nll / n_tokens, 700.0))}
-
-
-def _counts(n_docs: int, n_units: int, images: bool) -> dict[str, int]:
-    """How many documents and predicted tokens were evaluated (images and pixels for image data)."""
-    return {"n_images": n_docs, "n_pixels": n_units} if images else {"n_sentences": n_docs, "n_tokens": n_units}
 
 
 @torch.inference_mode()
@@ -52,16 +42,16 @@ def elbo_nll(model, loader: DataLoader, n_samples: int = 1, seed: int = 0) -> di
                 kl_total += out.kl.sum().item()
             n_docs += len(batch)
             n_tokens += batch.n_predicted
-    images = isinstance(batch, ImageBatch)
-    counts = _counts(n_docs, n_tokens, images)
+    modality = MODALITIES[batch.modality]
+    counts = modality.counts(n_docs, n_tokens)
     if model.has_latent and not model.stochastic:
-        return {"rec": rec_total / n_docs, **_ppl("rec_ppl", rec_total, n_tokens, images), **counts}
+        return {"rec": rec_total / n_docs, **modality.perplexity_of("rec_ppl", rec_total, n_tokens), **counts}
     total = rec_total + kl_total
     return {
         "elbo_nll": total / n_docs,
         "rec": rec_total / n_docs,
         "kl": kl_total / n_docs,
-        **_ppl("ppl", total, n_tokens, images),
+        **modality.perplexity_of("ppl", total, n_tokens),
         **counts,
     }
 
@@ -138,5 +128,5 @@ def iw_nll(
             n_docs += len(batch)
             n_tokens += batch.n_predicted
     suffix = "" if refine is None else "_svi"
-    ppl = _ppl(f"iw_ppl{suffix}", total, n_tokens, isinstance(batch, ImageBatch))
+    ppl = MODALITIES[batch.modality].perplexity_of(f"iw_ppl{suffix}", total, n_tokens)
     return {f"iw_nll{suffix}": total / n_docs, **ppl, "iw_samples": k}

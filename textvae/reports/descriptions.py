@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from textvae import __version__
+from textvae.modality import of_metrics
 
 
 def evaluation_description(metrics: dict | None) -> str:
@@ -13,8 +14,8 @@ def evaluation_description(metrics: dict | None) -> str:
     if not metrics:
         return "not evaluated (no eval.json)"
     parts = [f"{metrics.get('split', '?')} split"]
-    images = "n_images" in metrics
-    unit, count = ("images", metrics["n_images"]) if images else ("documents", metrics.get("n_sentences"))
+    modality = of_metrics(metrics)
+    unit, count = modality.documents, metrics.get(modality.count_keys[0])
     if metrics.get("limit"):
         parts.append(f"first {metrics['limit']} {unit}")
     elif count:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from textvae.modality import IMAGES, of_metrics
 from textvae.reports.descriptions import evaluation_description
 from textvae.reports.reference import PublishedResult, dataset_name
 from textvae.reports.runs import RunSummary
@@ -76,7 +77,7 @@ def _published_rows(summaries: Iterable[RunSummary]) -> list[tuple[PublishedResu
 def images_only(metrics: Iterable[dict | None]) -> bool:
     """Whether every evaluated run is an image model (NLL per image; no PPL or BLEU to show)."""
     evaluated = [m for m in metrics if m]
-    return bool(evaluated) and all("n_images" in m for m in evaluated)
+    return bool(evaluated) and all(of_metrics(m) is IMAGES for m in evaluated)
 
 
 def comparison_table(summaries: Sequence[RunSummary]) -> Table:

@@ -19,12 +19,12 @@ import torch
 from textvae.atomic import write_atomic
 from textvae.config import Recipe
 from textvae.data.batching import Prefetcher, RandomBatches, make_loader, transfer
-from textvae.data.images import ImageSplit
 from textvae.data.splits import Split
 from textvae.data.tokenizers import TextTokenizer
 from textvae.errors import TextVAEError
 from textvae.evaluation import latent_metrics
 from textvae.evaluation.likelihood import elbo_nll
+from textvae.modality import MODALITIES
 from textvae.objectives import build_objective
 from textvae.objectives.base import StatefulObjective
 from textvae.training import distributed, random_state, tracking
@@ -129,7 +129,7 @@ class Trainer:
         self.run_dir = run_dir
         self.callbacks = (callbacks or []) if distributed.is_main() else []
         self.device = distributed.local_device(recipe.train.device)
-        self.per_token = not isinstance(train, ImageSplit)  # text: PPL is logged; images: NLL per image only
+        self.per_token = MODALITIES[recipe.model.modality].perplexity  # text: PPL is logged; images: NLL per image
         distributed.check_batch_size(recipe.data.batch_size)  # api.train checks before writing the run dir too
         self.loader = make_loader(
             train,
