@@ -80,6 +80,12 @@ class Registry(Generic[T]):
         self._load()
         return {key for config in self._configs.values() for key in config.model_fields}
 
+    def without_others_keys(self, name: str, values: dict[str, Any]) -> dict[str, Any]:
+        """`values` without the keys that other entries' sections have and `name`'s has not (what a file saved
+        when one section held every entry's keys carries besides its own); keys no section has are kept."""
+        others = self.section_keys() - set(self.config(name).model_fields)
+        return {key: value for key, value in values.items() if key not in others}
+
     def __contains__(self, name: str) -> bool:
         self._load()
         return name in self._items

@@ -114,10 +114,9 @@ def load_saved_recipe_dict(path: Path) -> dict[str, Any]:
     every architecture's model keys; those of other architectures are dropped (they were never used)."""
     data = read_yaml(path)
     model = data.get("model")
-    if isinstance(model, dict) and model.get("type", DEFAULT_TYPES["model"]) in ARCHITECTURES:
-        own = ARCHITECTURES.config(model.get("type", DEFAULT_TYPES["model"])).model_fields
-        others = ARCHITECTURES.section_keys() - set(own)
-        data["model"] = {key: value for key, value in model.items() if key not in others}
+    name = model.get("type", DEFAULT_TYPES["model"]) if isinstance(model, dict) else None
+    if name in ARCHITECTURES:
+        data["model"] = ARCHITECTURES.without_others_keys(name, model)
     return data
 
 

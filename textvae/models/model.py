@@ -39,13 +39,12 @@ class LatentVariableConfig(PreTrainedConfig):
     model_type = "textvae"
 
     def __init__(self, architecture: str = "lstm_vae", vocab_size: int = 4, **kwargs) -> None:
+        version = kwargs.pop("format_version", 1)
+        if version < 3:  # the other architectures' fields, all at their defaults
+            kwargs = ARCHITECTURES.without_others_keys(architecture, kwargs)
         section_class = ARCHITECTURES.config(architecture)
         defaults = section_class.model_construct(type=architecture).model_dump(mode="json")  # unvalidated
         own = {k: kwargs.pop(k, default) for k, default in defaults.items() if k != "type"}
-        version = kwargs.pop("format_version", 1)
-        if version < 3:  # the other architectures' fields, all at their defaults
-            for key in ARCHITECTURES.section_keys() - set(own):
-                kwargs.pop(key, None)
         if isinstance(own["prior"], str):  # saved before priors had settings: `"prior": "standard_normal"`
             own["prior"] = {**defaults["prior"], "type": own["prior"]}
         if version < 2 and issubclass(section_class, LSTMModelConfig):
