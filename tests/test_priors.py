@@ -92,7 +92,8 @@ def test_iw_nll_uses_the_models_prior(kind, monkeypatch):
     The proposal is made broad (N(0, 3²) for every document) so that k = 20,000 samples cover a multimodal
     posterior; under the wrong prior (N(0, 1) for the same decoder) log p(x) is measurably different.
     """
-    model = tiny_lstm_vae(VOCAB, 0, latent_dim=1, prior={"type": kind, "components": 3, "pseudo_length": 2})
+    vamp = {"pseudo_length": 2} if kind == "vamp" else {}  # a key of the VampPrior's section only
+    model = tiny_lstm_vae(VOCAB, 0, latent_dim=1, prior={"type": kind, "components": 3, **vamp})
     if kind == "mog":
         model.prior = mog()
     else:  # pseudo-inputs far apart give posteriors far apart: a mixture unlike N(0, 1)

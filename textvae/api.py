@@ -21,7 +21,6 @@ from textvae.config import (
     pretraining_recipe,
     save_recipe,
 )
-from textvae.data.images import ImageSplit
 from textvae.data.splits import Split, evaluation_split, training_splits
 from textvae.data.tokenizers import TextTokenizer, load_tokenizer
 from textvae.environment import describe_environment
@@ -65,6 +64,7 @@ class Run:
 
     @property
     def is_image_model(self) -> bool:
+        """Whether the run's modality is images (the package asks `modality` what it needs instead)."""
         return self.modality is IMAGES
 
     @property
@@ -91,23 +91,14 @@ class Run:
 
     def reconstruct_images(self, indices: list[int], split: str = "test", seed: int = 0) -> torch.Tensor:
         """The split's images `indices`, each followed by its decode from E[z|x]: [2·len(indices), C, H, W]."""
-        return images.reconstruct_images(self.model, self._image_split(split, indices), indices, seed)
+        return images.reconstruct_images(self.model, self.modality.image_split(self, split, indices), indices, seed)
 
     def interpolate_images(
         self, a: int, b: int, steps: int = 8, slerp: bool = False, split: str = "test", seed: int = 0
     ) -> torch.Tensor:
         """Image a, `steps` decodes along the path from E[z|a] to E[z|b], image b: [steps + 2, C, H, W]."""
-        data = self._image_split(split, [a, b])
+        data = self.modality.image_split(self, split, [a, b])
         return images.interpolate_images(self.model, data, [(a, b)], steps, slerp, seed)
-
-    def _image_split(self, name: str, indices: list[int]) -> ImageSplit:
-        if not self.is_image_model:
-            raise TextVAEError(f"{self.directory}: a text model; use sample / reconstruct / interpolate")
-        data = self.split(name)
-        bad = [i for i in indices if not 0 <= i < len(data)]
-        if bad:
-            raise TextVAEError(f"image index {bad[0]}: the {name} split has images 0..{len(data) - 1}")
-        return data
 
     # -- labelled documents: the latent probe and latent arithmetic
 

@@ -93,14 +93,16 @@ def load_installed_plugins() -> None:
 
 
 def recipe_plugin_records(recipe: Recipe) -> list[dict[str, str]]:
-    """The plugin files that define the architecture, objectives or update rule `recipe` names (what its run
-    directory records; other plugins loaded in the same process are not needed to load the run)."""
-    from textvae.registries import ARCHITECTURES, OBJECTIVES, UPDATES
+    """The plugin files that define the architecture, prior, posterior, objectives or update rule `recipe` names
+    (what its run directory records; other plugins loaded in the same process are not needed to load the run)."""
+    from textvae.registries import ARCHITECTURES, OBJECTIVES, POSTERIORS, PRIORS, UPDATES
 
-    used = [(ARCHITECTURES, recipe.model), (OBJECTIVES, recipe.objective), (UPDATES, recipe.update)]
+    model = recipe.model
+    used = [(ARCHITECTURES, model.type), (PRIORS, model.prior.type), (POSTERIORS, model.posterior)]
+    used += [(OBJECTIVES, recipe.objective.type), (UPDATES, recipe.update.type)]
     if recipe.train.pretrain is not None:
-        used.append((OBJECTIVES, recipe.train.pretrain.objective))
-    modules = {module for registry, section in used for module in registry.modules(section.type)}
+        used.append((OBJECTIVES, recipe.train.pretrain.objective.type))
+    modules = {module for registry, name in used for module in registry.modules(name)}
     shas = dict.fromkeys(_modules[m] for m in sorted(modules) if m in _modules and _modules[m] in _loaded_files)
     return [{"path": _loaded_files[sha], "sha256": sha} for sha in shas]
 

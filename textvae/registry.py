@@ -2,17 +2,19 @@
 
 A registry may also hold each entry's recipe section (a pydantic class): `section_field()` is then the recipe
 field type that validates a `{type: NAME, ...}` mapping with the class registered under NAME, so methods added
-later (by a plugin) are recipe keys as soon as they are registered.
+later (by a plugin) are recipe keys as soon as they are registered. A registry whose sections are told apart by
+another key (the modalities' `data:` sections, by `format:`) chooses the entry whose section's Literal field of
+that key admits the value.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, SerializeAsAny, WrapValidator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, SerializeAsAny, ValidationError, WrapValidator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from textvae.errors import TextVAEError
 
@@ -94,11 +96,27 @@ class Registry(Generic[T]):
         self._load()
         return iter(list(self._items))
 
-    def section_field(self, default: str) -> Any:
-        """The recipe field type of this registry's sections; a mapping without `type:` is a `default`."""
-        return Annotated[SerializeAsAny[BaseModel], WrapValidator(self._validate_section(default))]
+    def section_field(self, default: str, key: str = "type") -> Any:
+        """The recipe field type of this registry's sections; a mapping without `key` (`type:`) is a `default`.
+        With another key the entry is the one whose section's `key` field admits the value (`entry_by`)."""
+        return Annotated[SerializeAsAny[BaseModel], WrapValidator(self._validate_section(default, key))]
 
-    def _validate_section(self, default: str) -> Callable[..., BaseModel]:
+    def _values_of(self, key: str) -> dict[Any, str]:
+        """Each value a section's Literal field `key` admits -> the entry it names."""
+        self._load()
+        fields = {name: config.model_fields.get(key) for name, config in self._configs.items()}
+        return {
+            value: name
+            for name, field in fields.items()
+            if field is not None and get_origin(field.annotation) is Literal
+            for value in get_args(field.annotation)
+        }
+
+    def entry_by(self, key: str, value: Any) -> str | None:
+        """The entry whose section's Literal field `key` admits `value` (None if none does)."""
+        return next((name for known, name in self._values_of(key).items() if known == value), None)
+
+    def _validate_section(self, default: str, key: str = "type") -> Callable[..., BaseModel]:
         def validate(value: Any, handler: Any, info: Any) -> BaseModel:
             self._load()
             if isinstance(value, BaseModel) and type(value) in self._configs.values():
@@ -106,7 +124,9 @@ class Registry(Generic[T]):
             if isinstance(value, BaseModel):
                 value = value.model_dump(by_alias=True)
             if not isinstance(value, dict):
-                raise PydanticCustomError("section_type", "expected a section (a mapping with `type:`)")
+                raise PydanticCustomError("section_type", f"expected a section (a mapping with `{key}:`)")
+            if key != "type":
+                return self._configs[self._chosen_by(key, value, default)].model_validate(value)
             name = value.get("type", default)
             if not isinstance(name, str):
                 raise PydanticCustomError("section_type", f"`type:` must be a {self.kind} name")
@@ -116,3 +136,19 @@ class Registry(Generic[T]):
             return self._configs[name].model_validate({**value, "type": name})
 
         return validate
+
+    def _chosen_by(self, key: str, value: dict[str, Any], default: str) -> str:
+        """The entry `value[key]` names (`default` without the key); an error at `key` for a value none admits."""
+        if key not in value:
+            return default
+        name = self.entry_by(key, value[key])
+        if name is None:
+            known = ", ".join(sorted(map(str, self._values_of(key))))
+            error = PydanticCustomError(
+                "section_type",
+                "no {kind} reads this {key} (known: {known}); a {kind} of your own is registered by --plugin FILE",
+                {"key": key, "known": known, "kind": self.kind},
+            )
+            details = InitErrorDetails(type=error, loc=(key,), input=value[key])
+            raise ValidationError.from_exception_data(self.kind, [details])
+        return name

@@ -1,16 +1,15 @@
 """`textvae sample | reconstruct | interpolate RUN_DIR ...`: decode from a trained run's latent space.
 
 The three commands share the decoding options (`--strategy`, `--temperature`, `--top-k`, `--top-p`,
-`--beam-size`, `--max-length`, `--seed`, `--device`), added once by `with_decoding_options`. Texts go to
-stdout, one per line (or JSON lines with `--jsonl`), so they pipe into other tools.
+`--beam-size`, `--max-length`, `--seed`, `--device`), added once by `with_decoding_options`. The run's modality
+(`textvae.modality`) generates and its output shows itself: texts go to stdout, one per line (or JSON lines with
+`--jsonl`), so they pipe into other tools; an image model's images go to one PNG `--grid`.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +18,7 @@ import typer
 from textvae.cli.app import quiet_libraries, setup_logging
 from textvae.cli.signatures import own_parameters, with_signature
 from textvae.errors import TextVAEError
+from textvae.generation.outputs import TextOutput, read_text_argument
 
 DECODING_OPTIONS: dict[str, tuple[Any, Any]] = {  # name -> (annotation, default)
     "strategy": (Annotated[str, typer.Option("--strategy", help="greedy, sample or beam.")], None),
@@ -85,56 +85,14 @@ def _decoding(run, default_strategy: str, options: dict):
         raise TextVAEError(f"decoding options: {err}") from err
 
 
-def emit(records: list[dict], text_key: str, jsonl: bool) -> None:
-    """Print each record's text, or the whole record as one JSON line."""
-    for record in records:
-        typer.echo(json.dumps(record, ensure_ascii=False) if jsonl else record[text_key])
-
-
 def _needs_latent(run, what: str) -> None:
     if not run.model.has_latent:
         raise TextVAEError(f"{run.directory}: a language model ({run.recipe.model.type}) has no latent to {what}")
 
 
-def read_text_argument(value: str) -> str:
-    """A text given on the command line, or the contents of a file given as @PATH."""
-    if not value.startswith("@"):
-        return value
-    path = Path(value[1:])
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as err:
-        raise TextVAEError(f"{path}: cannot read the text ({err})") from err
-
-
 GRID_OPTION = Annotated[
     Path | None, typer.Option("--grid", help="Image models: the PNG grid to write (required for them).")
 ]
-GRID_COLUMNS = 8
-MAX_GRID_IMAGES = 256
-
-
-def _grid_path(run, grid: Path | None) -> Path:
-    if grid is None:
-        raise TextVAEError(f"{run.directory}: an image model writes a picture: give --grid PATH.png")
-    if grid.suffix.lower() != ".png":
-        raise TextVAEError(f"--grid {grid}: the grid is a PNG file (name it *.png)")
-    if not grid.parent.is_dir():
-        raise TextVAEError(f"--grid {grid}: folder {grid.parent} does not exist")
-    return grid
-
-
-def _write_grid(images, path: Path, columns: int) -> None:
-    from textvae.generation.images import save_grid
-
-    typer.echo(f"{len(images)} images -> {save_grid(images, path, columns)}")
-
-
-def _image_index(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise TextVAEError(f"{value!r}: an image model interpolates between test images: give their indices") from None
 
 
 @with_decoding_options("sample")
@@ -152,11 +110,7 @@ def sample(
     """
     if n < 1:
         raise TextVAEError(f"-n {n}: must be at least 1")
-    if run.is_image_model:
-        _write_grid(run.sample_images(n, seed), _grid_path(run, grid), min(n, GRID_COLUMNS))
-        return
-    texts = run.sample(n, seed=seed, decoding=decoding)
-    emit([{"index": i, "text": text} for i, text in enumerate(texts)], "text", jsonl)
+    run.modality.sample(run, n, seed, decoding).show(jsonl, grid)
 
 
 @with_decoding_options("greedy")
@@ -174,17 +128,7 @@ def reconstruct(
     and writes each image beside its reconstruction (images binarised with the recipe's seed) to --grid.
     """
     _needs_latent(run, "reconstruct from")
-    if run.is_image_model:
-        from textvae.data.images import load_image_split
-        from textvae.generation.images import reconstruct_images
-
-        data = load_image_split(file, "fixed", seed=run.recipe.data.binarization_seed, limit=MAX_GRID_IMAGES)
-        images = reconstruct_images(run.model, data, list(range(len(data))), seed)
-        _write_grid(images, _grid_path(run, grid), 2 * min(len(data), GRID_COLUMNS))
-        return
-    lines = _read_lines(file)
-    outputs = run.reconstruct(lines, seed=seed, decoding=decoding)
-    emit([{"input": a, "reconstruction": b} for a, b in zip(lines, outputs)], "reconstruction", jsonl)
+    run.modality.reconstruct(run, file, seed, decoding).show(jsonl, grid)
 
 
 @with_decoding_options("greedy")
@@ -206,29 +150,7 @@ def interpolate(
     _needs_latent(run, "interpolate in")
     if steps < 2:
         raise TextVAEError(f"--steps {steps}: needs at least 2 (both ends)")
-    if run.is_image_model:
-        a, b = (_image_index(value) for value in (first, second))
-        _write_grid(run.interpolate_images(a, b, steps, slerp, seed=seed), _grid_path(run, grid), steps + 2)
-        return
-    path = run.interpolate(read_text_argument(first), read_text_argument(second), steps, slerp, seed, decoding)
-    records = [{"t": t, "text": text} for t, text in path]
-    if jsonl:
-        emit(records, "text", jsonl=True)
-    else:
-        for record in records:
-            typer.echo(f"{record['t']:.2f}\t{record['text']}")
-
-
-def _read_lines(file: Path) -> list[str]:
-    """Non-empty lines of FILE (or stdin for '-'); a clear error for unreadable or empty input."""
-    try:
-        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise TextVAEError(f"{file}: cannot read ({err})") from err
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise TextVAEError(f"{file}: no documents (the file is empty)")
-    return lines
+    run.modality.interpolate(run, first, second, steps, slerp, seed, decoding).show(jsonl, grid)
 
 
 LABELS_FROM_HELP = (
@@ -256,7 +178,7 @@ def transfer(
     _needs_text(run)
     inputs = [read_text_argument(text) for text in texts]
     outputs = run.transfer(inputs, from_label, to_label, labels_from, seed=seed, decoding=decoding)
-    emit([{"input": a, "output": b} for a, b in zip(inputs, outputs)], "output", jsonl)
+    TextOutput([{"input": a, "output": b} for a, b in zip(inputs, outputs)], "{output}").show(jsonl)
 
 
 @with_decoding_options("greedy")
@@ -273,9 +195,10 @@ def analogy(
     _needs_latent(run, "compute analogies in")
     _needs_text(run)
     a, b, c = (read_text_argument(text) for text in (a, b, c))
-    emit([{"a": a, "b": b, "c": c, "text": run.analogy(a, b, c, seed=seed, decoding=decoding)}], "text", jsonl)
+    text = run.analogy(a, b, c, seed=seed, decoding=decoding)
+    TextOutput([{"a": a, "b": b, "c": c, "text": text}], "{text}").show(jsonl)
 
 
 def _needs_text(run) -> None:
-    if run.is_image_model:
+    if not run.modality.text_metrics:
         raise TextVAEError(f"{run.directory}: an image model; latent arithmetic here decodes texts")

@@ -46,7 +46,7 @@ def probe(
 
     counts = parse_counts(n_labels)
     run = load_run(run_dir, device)
-    if run.is_image_model or not run.model.has_latent:
+    if not (run.modality.text_metrics and run.model.has_latent):
         raise TextVAEError(f"{run_dir}: the probe reads the latent codes of a text VAE")
     result = run.probe(labels_from, counts, seeds)
     path = output or run_dir / PROBE_FILE

@@ -4,6 +4,7 @@ validation errors as one line naming the file and the key."""
 from __future__ import annotations
 
 import reprlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,47 @@ from pydantic import ValidationError
 from textvae.atomic import write_atomic
 from textvae.config.recipe import DEFAULT_TYPES, Recipe
 from textvae.errors import TextVAEError
-from textvae.registries import ARCHITECTURES, OBJECTIVES, UPDATES
+from textvae.registries import ARCHITECTURES, OBJECTIVES, PRIORS, UPDATES
 from textvae.registry import Registry
 
-UNION_TAGS = {("data", "text"), ("data", "images")}
-TYPED_SECTIONS: dict[str, Registry] = {"model": ARCHITECTURES, "objective": OBJECTIVES, "update": UPDATES}
+
+@dataclass(frozen=True)
+class TypedSection:
+    """A recipe section whose class a registry picks by its `type:`, wherever it sits in the recipe tree."""
+
+    path: tuple[str, ...]
+    registry: Registry
+    default: str  # the type of a section without `type:`
+    by_name: bool = False  # the section may be written as its type's name alone (`prior: mog`)
+
+    def get(self, data: dict[str, Any]) -> Any:
+        """The section's value in `data`, or None where it is absent."""
+        value: Any = data
+        for key in self.path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    def put(self, data: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
+        """`data` with the section replaced by `value` (the mappings on the way copied, `data` left as it is)."""
+        return _with_value(data, self.path, value)
+
+    def type_of(self, value: dict[str, Any]) -> Any:
+        return value.get("type", self.default)
+
+
+def _with_value(data: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    head, *rest = path
+    return {**data, head: _with_value(data[head], tuple(rest), value) if rest else value}
+
+
+# outer sections first: a nested section is layered once its parent is
+TYPED_SECTIONS = (
+    TypedSection(("model",), ARCHITECTURES, DEFAULT_TYPES["model"]),
+    TypedSection(("model", "prior"), PRIORS, DEFAULT_TYPES["prior"], by_name=True),
+    TypedSection(("objective",), OBJECTIVES, DEFAULT_TYPES["objective"]),
+    TypedSection(("update",), UPDATES, DEFAULT_TYPES["update"]),
+    TypedSection(("train", "pretrain", "objective"), OBJECTIVES, DEFAULT_TYPES["objective"]),
+)
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -31,17 +68,20 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def layer_recipe(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """A recipe with `over` (a child recipe, a `--set`) merged onto `base`. Where `over` changes the `type:` of
-    the model, objective or update section, the parent's keys that the new type's section does not have are
-    dropped (a transformer child of an LSTM recipe keeps `latent_dim`, not `hidden_dim`)."""
-    base = dict(base)
-    for section, registry in TYPED_SECTIONS.items():
-        old, new = base.get(section), over.get(section)
+    """A recipe with `over` (a child recipe, a `--set`) merged onto `base`. Where `over` changes the `type:` of a
+    typed section (model, model.prior, objective, update, train.pretrain.objective), the parent's keys that the
+    new type's section does not have are dropped (a transformer child of an LSTM recipe keeps `latent_dim`, not
+    `hidden_dim`)."""
+    for section in TYPED_SECTIONS:
+        old, new = section.get(base), section.get(over)
+        if section.by_name and isinstance(old, str) and isinstance(new, dict):  # `prior: mog` under settings
+            old = {"type": old}
+            base = section.put(base, old)
         if not (isinstance(old, dict) and isinstance(new, dict) and isinstance(new.get("type"), str)):
             continue
-        if new["type"] != old.get("type", DEFAULT_TYPES[section]) and new["type"] in registry:
-            keys = registry.config(new["type"]).model_fields
-            base[section] = {key: value for key, value in old.items() if key in keys}
+        if new["type"] != section.type_of(old) and new["type"] in section.registry:
+            keys = section.registry.config(new["type"]).model_fields
+            base = section.put(base, {key: value for key, value in old.items() if key in keys})
     return _deep_merge(base, over)
 
 
@@ -110,13 +150,15 @@ def load_recipe_dict(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]
 
 
 def load_saved_recipe_dict(path: Path) -> dict[str, Any]:
-    """A run directory's resolved recipe. One saved before each architecture had its own `model:` section holds
-    every architecture's model keys; those of other architectures are dropped (they were never used)."""
+    """A run directory's resolved recipe. One saved before each architecture (and each prior) had its own section
+    holds every architecture's model keys (every prior's keys); those of the others are dropped (never used)."""
     data = read_yaml(path)
-    model = data.get("model")
-    name = model.get("type", DEFAULT_TYPES["model"]) if isinstance(model, dict) else None
-    if name in ARCHITECTURES:
-        data["model"] = ARCHITECTURES.without_others_keys(name, model)
+    for section in TYPED_SECTIONS:
+        value = section.get(data)
+        if section.registry in (ARCHITECTURES, PRIORS) and isinstance(value, dict):
+            name = section.type_of(value)
+            if isinstance(name, str) and name in section.registry:
+                data = section.put(data, section.registry.without_others_keys(name, value))
     return data
 
 
@@ -180,8 +222,6 @@ def format_validation_error(source: str, err: ValidationError) -> str:
     """One line: the file, the first bad key and what is wrong (a bounded excerpt of the value)."""
     first = err.errors()[0]
     loc = list(first["loc"])
-    # a union's tag is not a key the user wrote (objective.elbo.beta, train.pretrain.objective.elbo.beta)
-    loc = [p for i, p in enumerate(loc) if i == 0 or (loc[i - 1], p) not in UNION_TAGS]
     key = ".".join(_key_part(p) for p in loc) or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, TypeAdapter, model_validator
 
 from textvae.config.sections import (
+    DEFAULT_PRIOR,
     AnyDataConfig,
     CheckpointConfig,
     EvalConfig,
@@ -23,7 +24,8 @@ from textvae.config.sections import (
 )
 from textvae.registries import ARCHITECTURES, OBJECTIVES, UPDATES
 
-DEFAULT_TYPES = {"model": "lstm_vae", "objective": "elbo", "update": "joint"}  # a section without `type:`
+# the type of a section without `type:`
+DEFAULT_TYPES = {"model": "lstm_vae", "prior": DEFAULT_PRIOR, "objective": "elbo", "update": "joint"}
 ModelField = ARCHITECTURES.section_field(default=DEFAULT_TYPES["model"])
 ObjectiveConfig = OBJECTIVES.section_field(default=DEFAULT_TYPES["objective"])
 UpdateConfig = UPDATES.section_field(default=DEFAULT_TYPES["update"])
@@ -38,7 +40,7 @@ def ModelConfig(**fields: Any) -> ModelSection:  # noqa: N802  (reads as the sec
 
 def needs_stochastic_encoder(section: MethodSection, recipe: Recipe) -> None:
     """Refuse a deterministic encoder for an objective that needs q(z|x)'s density."""
-    if recipe.model.posterior == "deterministic":
+    if not recipe.model.stochastic_posterior:
         raise ValueError(f"objective.type {section.type} needs a stochastic encoder: set model.posterior: gaussian")
 
 

@@ -1,22 +1,25 @@
 """The recipe sections every method shares: data, what every model section holds, schedules, kernels, SVI,
 optimiser, evaluation.
 
-A method's own section (an architecture's, an objective's, an update rule's) sits beside its code and is
-registered with it."""
+A method's own section (an architecture's, a prior's, an objective's, an update rule's) sits beside its code and
+is registered with it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
-    Tag,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from textvae.errors import TextVAEError
+from textvae.registries import MODALITIES, POSTERIORS, PRIORS
 
 if TYPE_CHECKING:
     from textvae.config.recipe import Recipe
@@ -42,6 +45,8 @@ class TokenizerConfig(Section):
 
 
 class DataConfig(Section):
+    """Text corpora, the text modality's `data:` section; `format` holds the formats it reads (`textvae.modality`)."""
+
     train: str
     valid: str
     test: str | None = None
@@ -57,7 +62,8 @@ class DataConfig(Section):
 
 
 class ImageDataConfig(Section):
-    """Binary images (MNIST, OMNIGLOT) prepared as .npz files with an `images` uint8 array (255 = ink)."""
+    """Binary images (MNIST, OMNIGLOT) prepared as .npz files with an `images` uint8 array (255 = ink): the images
+    modality's `data:` section (`format: images`)."""
 
     format: Literal["images"]
     train: str
@@ -72,33 +78,25 @@ class ImageDataConfig(Section):
     limit_train: int | None = Field(None, gt=0)  # first N training images (quick experiments)
 
 
+DEFAULT_MODALITY = "text"  # the modality of a `data:` section without `format:`
+
+
 def data_modality(value: Any) -> str:
-    """ "images" or "text": what a `data:` section (a mapping or a section) holds."""
+    """The modality ("text", "images", a plugin's) whose `data:` section reads the `format` of `value` (a mapping or
+    a section): the `MODALITIES` entry whose section's `format` Literal has it; text without `format` or for a
+    format no modality reads (the section's validation then names data.format)."""
     fmt = value.get("format") if isinstance(value, dict) else getattr(value, "format", None)
-    return "images" if fmt == "images" else "text"
+    return MODALITIES.entry_by("format", fmt) or DEFAULT_MODALITY
 
 
-AnyDataConfig = Annotated[
-    Annotated[DataConfig, Tag("text")] | Annotated[ImageDataConfig, Tag("images")], Discriminator(data_modality)
-]
-
-
-class PriorConfig(Section):
-    """p(z): standard normal, a learnable mixture of Gaussians, or a VampPrior (Tomczak & Welling 2018)."""
-
-    type: Literal["standard_normal", "mog", "vamp"] = "standard_normal"
-    components: int = Field(10, gt=0)  # mog: mixture components; vamp: pseudo-inputs
-    pseudo_length: int = Field(16, gt=0)  # vamp: tokens per pseudo-input (soft embeddings fed to the encoder)
-    kl_samples: int = Field(1, gt=0)  # Monte Carlo samples for KL(q(z|x) || p(z)) when it has no closed form
-    # false: the prior's parameters (MoG weights, means, variances; VampPrior pseudo-inputs) stay at their
-    # initial values. A fixed-scale prior keeps WAE-MMD from shrinking prior and codes together.
-    learnable: bool = True
+# the `data:` field: validated by the section of the registered modality that reads its `format`
+AnyDataConfig = MODALITIES.section_field(default=DEFAULT_MODALITY, key="format")
 
 
 class MethodSection(Section):
-    """A registered recipe section (a model architecture's, an objective's, an update rule's): `type:` names it in
-    its registry; `check(recipe)` refuses combinations with the other sections that cannot work (a ValueError
-    naming the keys)."""
+    """A registered recipe section (a model architecture's, a prior's, an objective's, an update rule's): `type:`
+    names it in its registry; `check(recipe)` refuses combinations with the other sections that cannot work (a
+    ValueError naming the keys)."""
 
     type: str
 
@@ -106,7 +104,49 @@ class MethodSection(Section):
         """Raise ValueError if this section cannot train `recipe`; nothing to check by default."""
 
 
-Modality = Literal["text", "images"]
+class PriorSection(MethodSection):
+    """What every prior's section (`model.prior`) holds; each prior adds its own keys in a subclass registered with
+    its factory (`textvae.registries.PRIORS`; the built-in ones in `textvae.models.priors`). The model section's
+    `check(recipe)` calls the prior's."""
+
+    # True: the prior's KL to a diagonal Gaussian is the sum of the per-dimension KLs to N(0, 1) that free bits
+    # clamps (the standard normal's); False for any other prior
+    per_dimension_kl: ClassVar[bool] = False
+    # the settings of a small instance: the registry-driven tests train, save, load and evaluate every prior
+    example: ClassVar[dict[str, Any]] = {}
+
+    kl_samples: int = Field(1, gt=0)  # Monte Carlo samples for KL(q(z|x) || p(z)) when it has no closed form
+    # false: the prior's parameters (MoG weights, means, variances; VampPrior pseudo-inputs) stay at their
+    # initial values. A fixed-scale prior keeps WAE-MMD from shrinking prior and codes together.
+    learnable: bool = True
+
+
+DEFAULT_PRIOR = "standard_normal"  # the type of a `model.prior` without `type:`
+PriorField = PRIORS.section_field(default=DEFAULT_PRIOR)  # the `model.prior` field: the registered prior's section
+_PRIOR_SECTION = TypeAdapter(PriorField)
+
+
+class PriorConfig:
+    """The `model.prior` section that `fields` describe, of the class its prior (`type`, default standard_normal)
+    registered: `PriorConfig()` is the standard normal's section, `PriorConfig(type="mog", components=3)` the
+    mixture's (a pydantic ValidationError for keys that prior has not).
+
+    Kept from when one class held every prior's keys: `__new__` returns an instance of the registered class,
+    never of PriorConfig (isinstance checks take `PriorSection`); `model_construct` is PriorSection's."""
+
+    model_construct = PriorSection.model_construct
+
+    def __new__(cls, **fields: Any) -> PriorSection:  # type: ignore[misc]
+        return _PRIOR_SECTION.validate_python(fields)
+
+
+def posterior_kind(name: str) -> Any:
+    """The posterior kind registered as `name` (`textvae.registries.POSTERIORS`); for another name, a one-line
+    ValueError (a pydantic error in a recipe) that lists the known ones."""
+    try:
+        return POSTERIORS[name]
+    except TextVAEError as err:
+        raise PydanticCustomError("unknown_posterior", str(err).replace("{", "{{")) from None
 
 
 class ModelSection(MethodSection):
@@ -114,14 +154,17 @@ class ModelSection(MethodSection):
     registered with its builder (`textvae.models.base.architecture`)."""
 
     has_latent: ClassVar[bool] = True  # False: a language model (no encoder, no z)
-    modality: ClassVar[Modality] = "text"  # the data it models (`data.format: images` or a text format)
+    # the data it models: a registered modality's name (`textvae.registries.MODALITIES`; "images" reads
+    # `data.format: images`, "text" a text format)
+    modality: ClassVar[str] = "text"
     # the settings of a tiny instance (a few training steps in a second): the registry-driven tests train,
     # save, load and evaluate every registered architecture with them
     example: ClassVar[dict[str, Any]] = {}
 
     latent_dim: int = Field(32, gt=0)
-    posterior: Literal["gaussian", "deterministic"] = "gaussian"  # deterministic: WAE encoders
-    prior: PriorConfig = PriorConfig()
+    # the posterior kind (`textvae.registries.POSTERIORS`): gaussian, or deterministic for WAE encoders
+    posterior: str = "gaussian"
+    prior: PriorField = Field(default_factory=PriorConfig)
     # BN-VAE (Zhu et al. 2020): batch-normalise the posterior means, scaled by this fixed γ (KL >= Z·γ²/2)
     mean_batchnorm: float | None = Field(None, gt=0)
 
@@ -131,11 +174,26 @@ class ModelSection(MethodSection):
         """`prior: mog` stands for `prior: {type: mog}` (and reads recipes saved before priors had settings)."""
         return {"type": value} if isinstance(value, str) else value
 
+    @field_validator("posterior")
+    @classmethod
+    def _known_posterior(cls, name: str) -> str:
+        posterior_kind(name)
+        return name
+
+    @property
+    def stochastic_posterior(self) -> bool:
+        """Whether q(z|x) is a density (a Gaussian) rather than a point (a deterministic WAE encoder)."""
+        return posterior_kind(self.posterior).stochastic
+
     @model_validator(mode="after")
     def _batchnorm_needs_gaussian(self) -> ModelSection:
-        if self.mean_batchnorm is not None and (self.posterior != "gaussian" or not self.has_latent):
+        if self.mean_batchnorm is not None and (not self.has_latent or not self.stochastic_posterior):
             raise ValueError("model.mean_batchnorm (BN-VAE) needs a Gaussian posterior (model.posterior: gaussian)")
         return self
+
+    def check(self, recipe: Recipe) -> None:
+        """The prior's rules (`model.prior`'s `check`); an architecture with rules of its own calls this too."""
+        self.prior.check(recipe)
 
 
 class TextModelSection(ModelSection):

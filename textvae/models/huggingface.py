@@ -91,6 +91,7 @@ class HuggingFaceModelConfig(TextModelSection):
         return self
 
     def check(self, recipe: Recipe) -> None:
+        super().check(recipe)
         pretrained = self.huggingface.decoder
         if pretrained is not None and recipe.data.tokenizer.type != "pretrained":
             raise ValueError(

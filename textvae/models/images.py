@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from torch import nn
 
 from textvae.config.sections import ModelSection, Section
@@ -53,13 +53,8 @@ class ImageVAEConfig(ModelSection):
 
     image: ImageModelConfig = ImageModelConfig()
 
-    @model_validator(mode="after")
-    def _no_pseudo_documents(self) -> ImageVAEConfig:
-        if self.prior.type == "vamp":
-            raise ValueError("model.prior vamp learns pseudo-documents: text models only")
-        return self
-
     def check(self, recipe: Recipe) -> None:
+        super().check(recipe)
         if recipe.train.posterior_mean_plot is not None:
             raise ValueError("train.posterior_mean_plot integrates over token sequences: text models only")
 

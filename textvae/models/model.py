@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -13,14 +14,14 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 from transformers.utils import logging as hf_logging
 
-from textvae.config.sections import ModelSection
+from textvae.config.sections import DEFAULT_PRIOR, ModelSection, posterior_kind
 from textvae.errors import TextVAEError
 from textvae.jsonfiles import read_json_object
 from textvae.models.lstm import LSTMModelConfig
 from textvae.models.posteriors import DiagonalGaussian, MeanBatchNorm, Posterior
 from textvae.models.priors import build_prior
 from textvae.models.weights import check_weights
-from textvae.registries import ARCHITECTURES
+from textvae.registries import ARCHITECTURES, PRIORS
 
 hf_logging.disable_progress_bar()  # saving and loading small models needs no progress bar
 
@@ -28,8 +29,9 @@ hf_logging.disable_progress_bar()  # saving and loading small models needs no pr
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 # 2: `pooling` applies to LSTM encoders too; 3: only the architecture's own `model:` fields (2 held every
-# architecture's: an LSTM's widths in a transformer's config.json)
-FORMAT_VERSION = 3
+# architecture's: an LSTM's widths in a transformer's config.json); 4: only the prior's own `prior` keys (3 held
+# every prior's: a standard normal with `components` and `pseudo_length`)
+FORMAT_VERSION = 4
 
 
 class LatentVariableConfig(PreTrainedConfig):
@@ -46,7 +48,8 @@ class LatentVariableConfig(PreTrainedConfig):
         defaults = section_class.model_construct(type=architecture).model_dump(mode="json")  # unvalidated
         own = {k: kwargs.pop(k, default) for k, default in defaults.items() if k != "type"}
         if isinstance(own["prior"], str):  # saved before priors had settings: `"prior": "standard_normal"`
-            own["prior"] = {**defaults["prior"], "type": own["prior"]}
+            own["prior"] = {"type": own["prior"]}
+        own["prior"] = _own_prior_keys(own["prior"], version)
         if version < 2 and issubclass(section_class, LSTMModelConfig):
             own["pooling"] = None  # saved when LSTM encoders ignored `pooling` (always the state at </s>)
         super().__init__(**kwargs)
@@ -67,6 +70,14 @@ class LatentVariableConfig(PreTrainedConfig):
         section_class = ARCHITECTURES.config(self.architecture)
         fields = {k: getattr(self, k) for k in section_class.model_fields if k != "type" and hasattr(self, k)}
         return section_class.model_validate({"type": self.architecture, **fields})
+
+
+def _own_prior_keys(prior: Any, version: int) -> Any:
+    """A saved `prior` without the other priors' keys that configs before format 4 held (at their defaults)."""
+    if version >= 4 or not isinstance(prior, dict):
+        return prior  # a value of the wrong kind is the section's validation error
+    name = prior.get("type", DEFAULT_PRIOR)
+    return PRIORS.without_others_keys(name, prior) if isinstance(name, str) and name in PRIORS else prior
 
 
 @dataclass
@@ -137,7 +148,7 @@ class LatentVariableModel(PreTrainedModel):
     @property
     def stochastic(self) -> bool:
         """Whether q(z|x) is a density (Gaussian) rather than a point (deterministic WAE encoder)."""
-        return self.has_latent and self.config.posterior == "gaussian"
+        return self.has_latent and posterior_kind(self.config.posterior).stochastic
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> Posterior:
         if self.encoder is None:

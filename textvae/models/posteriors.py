@@ -1,14 +1,18 @@
-"""Approximate posteriors q(z|x): diagonal Gaussian (VAE) and deterministic (WAE)."""
+"""Approximate posteriors q(z|x): diagonal Gaussian (VAE) and deterministic (WAE), registered as posterior kinds
+(`textvae.registries.POSTERIORS`) under the names a recipe's `model.posterior` gives."""
 
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from textvae.config.sections import posterior_kind
 from textvae.noise import randn_rows
+from textvae.registries import POSTERIORS
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -18,14 +22,36 @@ def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tens
     return -0.5 * ((z - mean) ** 2 / logvar.exp() + logvar + LOG_2PI).sum(-1)
 
 
+class PosteriorKind(Protocol):
+    """What POSTERIORS registers under a `model.posterior` name: a posterior class that says what the encoder's
+    head (`PosteriorHead`) produces for it and builds it from that output."""
+
+    stochastic: bool  # a density q(z|x) (KL, IW-NLL, MI) rather than a point
+    head_outputs: int  # the head's outputs per latent dimension
+
+    def from_head(self, out: torch.Tensor, mean_norm: nn.Module | None) -> Posterior:
+        """The posterior of the head's output [B, head_outputs·Z]; `mean_norm` is BN-VAE's normaliser or None."""
+        ...
+
+
+@POSTERIORS.register("gaussian")
 class DiagonalGaussian:
     """N(mean, diag(exp(logvar))) for a batch: mean and logvar are [B, Z]."""
 
     stochastic = True
+    head_outputs = 2  # mean, log-variance
 
     def __init__(self, mean: torch.Tensor, logvar: torch.Tensor) -> None:
         self.mean = mean
         self.logvar = logvar
+
+    @classmethod
+    def from_head(cls, out: torch.Tensor, mean_norm: nn.Module | None = None) -> DiagonalGaussian:
+        """Means then log-variances; BN-VAE's `mean_norm` (Zhu et al. 2020) post-processes the means."""
+        mean, logvar = out.chunk(2, dim=-1)
+        if mean_norm is not None:
+            mean = mean_norm(mean)
+        return cls(mean, logvar)
 
     @property
     def std(self) -> torch.Tensor:
@@ -49,13 +75,20 @@ class DiagonalGaussian:
         return 0.5 * (LOG_2PI + 1.0 + self.logvar).sum(-1)
 
 
+@POSTERIORS.register("deterministic")
 class Deterministic:
     """A point mass at `mean` (deterministic WAE encoders); no density, no KL."""
 
     stochastic = False
+    head_outputs = 1
 
     def __init__(self, mean: torch.Tensor) -> None:
         self.mean = mean
+
+    @classmethod
+    def from_head(cls, out: torch.Tensor, mean_norm: nn.Module | None = None) -> Deterministic:
+        """The point itself (BN-VAE normalises Gaussian means only: the recipe refuses it here)."""
+        return cls(out)
 
     def rsample(self, n: int = 1) -> torch.Tensor:
         return self.mean.unsqueeze(1).expand(-1, n, -1)
@@ -90,16 +123,17 @@ class MeanBatchNorm(nn.Module):
 
 
 class PosteriorHead(nn.Linear):
-    """The encoder's last layer: a summary vector [B, H] -> q(z|x), Gaussian (mean, logvar) or deterministic.
+    """The encoder's last layer: a summary vector [B, H] -> q(z|x) of the posterior kind registered as `kind`
+    (Gaussian: mean and logvar; deterministic: a point).
 
     `mean_norm` (a MeanBatchNorm, set by the model for BN-VAE) post-processes the Gaussian means.
     """
 
     def __init__(self, in_dim: int, latent_dim: int, kind: str = "gaussian", bias: bool = False) -> None:
-        if kind not in ("gaussian", "deterministic"):
-            raise ValueError(f"unknown posterior {kind!r}")
-        super().__init__(in_dim, (2 if kind == "gaussian" else 1) * latent_dim, bias=bias)
+        posterior = posterior_kind(kind)
+        super().__init__(in_dim, posterior.head_outputs * latent_dim, bias=bias)
         self.kind = kind
+        self.posterior: PosteriorKind = posterior
         self.mean_norm: nn.Module | None = None  # an instance attribute: a class one would hide the submodule
 
     def forward(self, summary: torch.Tensor) -> Posterior:  # type: ignore[override]
@@ -107,9 +141,4 @@ class PosteriorHead(nn.Linear):
             return self._posterior(super().forward(summary.to(self.weight.dtype)))
 
     def _posterior(self, out: torch.Tensor) -> Posterior:
-        if self.kind == "deterministic":
-            return Deterministic(out)
-        mean, logvar = out.chunk(2, dim=-1)
-        if self.mean_norm is not None:
-            mean = self.mean_norm(mean)
-        return DiagonalGaussian(mean, logvar)
+        return self.posterior.from_head(out, self.mean_norm)

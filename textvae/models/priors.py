@@ -1,19 +1,26 @@
 """Priors p(z): standard normal, a learnable mixture of Gaussians, the VampPrior.
 
 Every prior has `sample(n)`, `log_prob(z)` (summed over the latent dimension) and `kl(posterior, z)`, the
-KL(q(z|x) || p(z)) per document: in closed form where one exists, else by Monte Carlo.
+KL(q(z|x) || p(z)) per document: in closed form where one exists, else by Monte Carlo. Each is registered in
+`textvae.registries.PRIORS` with its recipe section (`model.prior`, a `PriorSection`) by a factory
+`(section, latent_dim, encoder) -> Prior`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from textvae.config import PriorConfig
+from textvae.config.sections import PriorSection
 from textvae.models.posteriors import LOG_2PI, DiagonalGaussian, gaussian_log_density
-from textvae.registry import Registry
+from textvae.registries import PRIORS
+
+if TYPE_CHECKING:
+    from textvae.config.recipe import Recipe
 
 
 class Prior(nn.Module):
@@ -51,6 +58,14 @@ class Prior(nn.Module):
         return "cpu" if param is None else param.device
 
 
+class StandardNormalConfig(PriorSection):
+    """`prior: standard_normal`: p(z) = N(0, I), nothing to learn."""
+
+    per_dimension_kl: ClassVar = True
+
+    type: Literal["standard_normal"] = "standard_normal"
+
+
 class StandardNormal(Prior):
     """p(z) = N(0, I); the KL to a diagonal Gaussian is exact."""
 
@@ -62,6 +77,20 @@ class StandardNormal(Prior):
 
     def kl(self, posterior: DiagonalGaussian, z: torch.Tensor | None = None) -> torch.Tensor:
         return posterior.kl().sum(-1)
+
+
+class MixturePriorConfig(PriorSection):
+    """What the sections of mixture priors hold: the number of components."""
+
+    components: int = Field(10, gt=0)  # mog: mixture components; vamp: pseudo-inputs
+
+
+class MixtureOfGaussiansConfig(MixturePriorConfig):
+    """`prior: {type: mog, components: K}`: a learnable mixture of K Gaussians."""
+
+    example: ClassVar = {"components": 3}
+
+    type: Literal["mog"] = "mog"
 
 
 class MixtureOfGaussians(Prior):
@@ -119,6 +148,20 @@ class MixtureOfGaussians(Prior):
         return z.to(self._device(device))
 
 
+class VampPriorConfig(MixturePriorConfig):
+    """`prior: {type: vamp, components: K, pseudo_length: L}`: the VampPrior (Tomczak & Welling 2018) on K
+    pseudo-documents of L tokens; text models only."""
+
+    example: ClassVar = {"components": 3, "pseudo_length": 2}
+
+    type: Literal["vamp"] = "vamp"
+    pseudo_length: int = Field(16, gt=0)  # tokens per pseudo-input (soft embeddings fed to the encoder)
+
+    def check(self, recipe: Recipe) -> None:
+        if recipe.model.modality != "text":
+            raise ValueError("model.prior vamp learns pseudo-documents: text models only")
+
+
 class VampPrior(Prior):
     """p(z) = 1/K Σ_k q(z | u_k) with K learnable pseudo-inputs u_k (Tomczak & Welling 2018).
 
@@ -170,16 +213,24 @@ class VampPrior(Prior):
         return z.to(self._device(device))
 
 
-PRIORS: Registry = Registry("prior")
-PRIORS.register("standard_normal")(lambda cfg, dim, encoder: StandardNormal(dim, cfg.kl_samples))
-PRIORS.register("mog")(lambda cfg, dim, encoder: MixtureOfGaussians(dim, cfg.components, cfg.kl_samples))
-PRIORS.register("vamp")(
-    lambda cfg, dim, encoder: VampPrior(dim, encoder, cfg.components, cfg.pseudo_length, cfg.kl_samples)
-)
+@PRIORS.register("standard_normal", config=StandardNormalConfig)
+def standard_normal(cfg: StandardNormalConfig, latent_dim: int, encoder: nn.Module) -> StandardNormal:
+    return StandardNormal(latent_dim, cfg.kl_samples)
 
 
-def build_prior(cfg: PriorConfig, latent_dim: int, encoder: nn.Module | None) -> Prior:
-    """The prior a recipe names (a language model gets the standard normal, never used)."""
+@PRIORS.register("mog", config=MixtureOfGaussiansConfig)
+def mixture_of_gaussians(cfg: MixtureOfGaussiansConfig, latent_dim: int, encoder: nn.Module) -> MixtureOfGaussians:
+    return MixtureOfGaussians(latent_dim, cfg.components, cfg.kl_samples)
+
+
+@PRIORS.register("vamp", config=VampPriorConfig)
+def vamp_prior(cfg: VampPriorConfig, latent_dim: int, encoder: nn.Module) -> VampPrior:
+    return VampPrior(latent_dim, encoder, cfg.components, cfg.pseudo_length, cfg.kl_samples)
+
+
+def build_prior(cfg: PriorSection, latent_dim: int, encoder: nn.Module | None) -> Prior:
+    """The prior a recipe names (a language model gets the standard normal, never used); its parameters train
+    unless `cfg.learnable` is false."""
     if encoder is None:
         return StandardNormal(latent_dim)
     prior = PRIORS[cfg.type](cfg, latent_dim, encoder)

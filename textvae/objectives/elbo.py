@@ -46,7 +46,7 @@ class ElboConfig(MethodSection):
             raise ValueError("objective.bow_weight needs the bag-of-words head: set model.bow_head: true")
         if not model.has_latent and self.free_bits is not None:
             raise ValueError(f"objective.free_bits has no meaning for a language model (model.type: {model.type})")
-        if self.free_bits is not None and model.prior.type != "standard_normal":
+        if self.free_bits is not None and not model.prior.per_dimension_kl:
             raise ValueError("objective.free_bits needs the per-dimension KL of model.prior.type standard_normal")
         needs_stochastic_encoder(self, recipe)
 

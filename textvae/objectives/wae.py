@@ -41,7 +41,7 @@ class StochasticEncoderPenalties(LatentMatchingConfig):
 
     def check(self, recipe: Recipe) -> None:
         super().check(recipe)
-        if recipe.model.posterior == "deterministic" and (self.kl_weight or self.logvar_penalty):
+        if not recipe.model.stochastic_posterior and (self.kl_weight or self.logvar_penalty):
             raise ValueError("objective.kl_weight and logvar_penalty act on a stochastic encoder (model.posterior)")
 
 

@@ -1,4 +1,5 @@
-"""Text generated for the report by a run's model through textvae.api: samples, reconstructions, interpolation."""
+"""What a run's model generates for the report through textvae.api (samples, reconstructions, interpolation): texts or
+image grids, as the run's modality asks (`textvae.modality`)."""
 
 from __future__ import annotations
 
@@ -64,18 +65,22 @@ def first_documents(path: Path, n: int, labeled: bool = False) -> list[str]:
 
 
 def generate(directory: Path, options: GenerationOptions) -> Generations:
-    """Prior samples, reconstructions of the first test (else validation) documents and an interpolation
-    between the first two, decoded from the run's best model; what cannot be made becomes a note."""
+    """What the run's best model generates for the report, made by the modality of the run's data (texts:
+    `text_generations`, images: `image_generations`); a model that does not load becomes a note."""
     from textvae.api import load_run
+    from textvae.modality import of_data
 
-    out = Generations()
     try:
         run = load_run(directory, options.device)
     except (TextVAEError, OSError) as err:
-        out.notes.append(f"model not loaded, no generated text: {err}")
-        return out
-    if run.is_image_model:
-        return image_generations(run, options)
+        return Generations(notes=[f"model not loaded, no generated text: {err}"])
+    return of_data(run.recipe.data).report_generations(run, options)
+
+
+def text_generations(run, options: GenerationOptions) -> Generations:
+    """Prior samples, reconstructions of the first test (else validation) documents and an interpolation
+    between the first two; what cannot be made becomes a note."""
+    out = Generations()
     if options.samples:
         out.samples = run.sample(options.samples, seed=options.seed, strategy="sample")
     wanted = max(options.reconstructions, 2 if options.interpolation_steps else 0)

@@ -33,7 +33,7 @@ class SemiAmortizedUpdateConfig(MethodSection):
     svi: SVIConfig = SVIConfig()
 
     def check(self, recipe: Recipe) -> None:
-        if recipe.model.posterior == "deterministic":
+        if not recipe.model.stochastic_posterior:
             raise ValueError("update.type savae refines a Gaussian posterior: set model.posterior: gaussian")
 
 
