@@ -22,7 +22,7 @@ from textvae.data.images import load_image_split, save_image_split
 from textvae.data.splits import evaluation_split, training_splits
 from textvae.data.text import prepare_corpus
 from textvae.errors import TextVAEError
-from textvae.generation.outputs import ImageOutput, TextOutput
+from textvae.generation.outputs import DecodedImages, DecodedTexts
 from textvae.modality import IMAGES, TEXT, Modality, of_data
 from textvae.registries import ARCHITECTURES, MODALITIES
 from textvae.reports.generation import GenerationOptions, Generations
@@ -62,8 +62,8 @@ class PointsModality(Modality):
         lines = Path(getattr(cfg, name)).read_text().split("\n")
         return [tuple(map(float, line.split())) for line in lines if line][:limit]
 
-    def sample(self, run: Any, n: int, seed: int, decoding: Any) -> TextOutput:
-        return TextOutput([{"point": f"{i} {i}"} for i in range(n)], "{point}")
+    def sample(self, run: Any, n: int, seed: int, decoding: Any) -> DecodedTexts:
+        return DecodedTexts([{"point": f"{i} {i}"} for i in range(n)], "{point}")
 
     def report_generations(self, run: Any, options: GenerationOptions) -> Generations:
         return Generations(notes=[f"{options.samples} points"])
@@ -246,7 +246,7 @@ def test_the_probe_needs_a_modality_that_reads_text(loaded, tmp_path: Path):
 
 
 def test_an_image_output_keeps_the_grid_rules(tmp_path: Path):
-    output = ImageOutput(torch.zeros(2, 1, 4, 4), 2, tmp_path / "run")
+    output = DecodedImages(torch.zeros(2, 1, 4, 4), 2, tmp_path / "run")
     for grid, message in (
         (None, "run: an image model writes a picture: give --grid PATH.png"),
         (tmp_path / "g.jpg", r"the grid is a PNG file \(name it \*.png\)"),

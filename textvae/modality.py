@@ -121,27 +121,27 @@ class TextModality(Modality):
         return TokenizedSplit.from_dataset(splits[name], limit=limit)
 
     def sample(self, run: Run, n: int, seed: int, decoding: DecodingConfig) -> Output:
-        from textvae.generation.outputs import TextOutput
+        from textvae.generation.outputs import DecodedTexts
 
         texts = run.sample(n, seed=seed, decoding=decoding)
-        return TextOutput([{"index": i, "text": text} for i, text in enumerate(texts)], "{text}")
+        return DecodedTexts([{"index": i, "text": text} for i, text in enumerate(texts)], "{text}")
 
     def reconstruct(self, run: Run, file: Path, seed: int, decoding: DecodingConfig) -> Output:
-        from textvae.generation.outputs import TextOutput, read_lines
+        from textvae.generation.outputs import DecodedTexts, read_lines
 
         lines = read_lines(file)
         outputs = run.reconstruct(lines, seed=seed, decoding=decoding)
         records = [{"input": a, "reconstruction": b} for a, b in zip(lines, outputs, strict=True)]
-        return TextOutput(records, "{reconstruction}")
+        return DecodedTexts(records, "{reconstruction}")
 
     def interpolate(
         self, run: Run, first: str, second: str, steps: int, slerp: bool, seed: int, decoding: DecodingConfig
     ) -> Output:
-        from textvae.generation.outputs import TextOutput, read_text_argument
+        from textvae.generation.outputs import DecodedTexts, read_text_argument
 
         a, b = read_text_argument(first), read_text_argument(second)
         path = run.interpolate(a, b, steps, slerp, seed, decoding)
-        return TextOutput([{"t": t, "text": text} for t, text in path], "{t:.2f}\t{text}")
+        return DecodedTexts([{"t": t, "text": text} for t, text in path], "{t:.2f}\t{text}")
 
     def report_generations(self, run: Run, options: GenerationOptions) -> Generations:
         from textvae.reports.generation import text_generations
@@ -173,28 +173,28 @@ class ImageModality(Modality):
         return load_image_split(getattr(cfg, name), binarization, seed=cfg.binarization_seed, limit=limit)
 
     def sample(self, run: Run, n: int, seed: int, decoding: DecodingConfig) -> Output:
-        from textvae.generation.outputs import GRID_COLUMNS, ImageOutput
+        from textvae.generation.outputs import GRID_COLUMNS, DecodedImages
 
-        return ImageOutput(run.sample_images(n, seed), min(n, GRID_COLUMNS), run.directory)
+        return DecodedImages(run.sample_images(n, seed), min(n, GRID_COLUMNS), run.directory)
 
     def reconstruct(self, run: Run, file: Path, seed: int, decoding: DecodingConfig) -> Output:
         """Each image of an .npz (`images`, uint8, 255 = ink; binarised with the recipe's seed) beside its decode."""
         from textvae.data.images import load_image_split
         from textvae.generation.images import reconstruct_images
-        from textvae.generation.outputs import GRID_COLUMNS, MAX_GRID_IMAGES, ImageOutput
+        from textvae.generation.outputs import GRID_COLUMNS, MAX_GRID_IMAGES, DecodedImages
 
         data = load_image_split(file, "fixed", seed=run.recipe.data.binarization_seed, limit=MAX_GRID_IMAGES)
         images = reconstruct_images(run.model, data, list(range(len(data))), seed)
-        return ImageOutput(images, 2 * min(len(data), GRID_COLUMNS), run.directory)
+        return DecodedImages(images, 2 * min(len(data), GRID_COLUMNS), run.directory)
 
     def interpolate(
         self, run: Run, first: str, second: str, steps: int, slerp: bool, seed: int, decoding: DecodingConfig
     ) -> Output:
         """The row (test image `first`, the decodes, test image `second`); the arguments are indices."""
-        from textvae.generation.outputs import ImageOutput
+        from textvae.generation.outputs import DecodedImages
 
         a, b = (_image_index(value) for value in (first, second))
-        return ImageOutput(run.interpolate_images(a, b, steps, slerp, seed=seed), steps + 2, run.directory)
+        return DecodedImages(run.interpolate_images(a, b, steps, slerp, seed=seed), steps + 2, run.directory)
 
     def report_generations(self, run: Run, options: GenerationOptions) -> Generations:
         from textvae.reports.generation import image_generations

@@ -18,7 +18,7 @@ import typer
 from textvae.cli.app import quiet_libraries, setup_logging
 from textvae.cli.signatures import own_parameters, with_signature
 from textvae.errors import TextVAEError
-from textvae.generation.outputs import TextOutput, read_text_argument
+from textvae.generation.outputs import DecodedTexts, read_text_argument
 
 DECODING_OPTIONS: dict[str, tuple[Any, Any]] = {  # name -> (annotation, default)
     "strategy": (Annotated[str, typer.Option("--strategy", help="greedy, sample or beam.")], None),
@@ -178,7 +178,7 @@ def transfer(
     _needs_text(run)
     inputs = [read_text_argument(text) for text in texts]
     outputs = run.transfer(inputs, from_label, to_label, labels_from, seed=seed, decoding=decoding)
-    TextOutput([{"input": a, "output": b} for a, b in zip(inputs, outputs)], "{output}").show(jsonl)
+    DecodedTexts([{"input": a, "output": b} for a, b in zip(inputs, outputs)], "{output}").show(jsonl)
 
 
 @with_decoding_options("greedy")
@@ -196,7 +196,7 @@ def analogy(
     _needs_text(run)
     a, b, c = (read_text_argument(text) for text in (a, b, c))
     text = run.analogy(a, b, c, seed=seed, decoding=decoding)
-    TextOutput([{"a": a, "b": b, "c": c, "text": text}], "{text}").show(jsonl)
+    DecodedTexts([{"a": a, "b": b, "c": c, "text": text}], "{text}").show(jsonl)
 
 
 def _needs_text(run) -> None:

@@ -1,7 +1,7 @@
 """What the generation commands (`textvae sample | reconstruct | interpolate | transfer | analogy`) read and show:
 texts given as arguments (or @FILE) and files of documents; the outputs a modality's generation returns, which
-present themselves: decoded texts as lines or JSON lines (`TextOutput`), an image model's images as one PNG grid
-(`ImageOutput`, with the `--grid` rules)."""
+present themselves: decoded texts as lines or JSON lines (`DecodedTexts`), an image model's images as one PNG grid
+(`DecodedImages`, with the `--grid` rules)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class Output(Protocol):
 
 
 @dataclass(frozen=True)
-class TextOutput:
+class DecodedTexts:
     """Decoded texts, one record each: printed as `line` (a format string over the record's keys, e.g.
     "{t:.2f}\\t{text}") or as the whole record in JSON; `grid` does not apply."""
 
@@ -42,7 +42,7 @@ class TextOutput:
 
 
 @dataclass(frozen=True)
-class ImageOutput:
+class DecodedImages:
     """Images [N, C, H, W] in [0, 1] of the run in `run_dir`, written as one PNG grid of `columns` to --grid."""
 
     images: torch.Tensor
