@@ -35,14 +35,19 @@ def saved_v3_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return working_copy(V3_FIXTURES, tmp_path, monkeypatch)
 
 
-@pytest.mark.parametrize("run", RUNS)
-def test_an_old_run_evaluates_to_its_saved_numbers(saved_runs: Path, run: str):
-    before = json.loads((saved_runs / run / "eval.json").read_text())
-    (saved_runs / run / "eval.json").unlink()
+def reevaluate(folder: Path, run: str) -> tuple[dict, dict, list[str]]:
+    """(saved eval.json, today's `textvae eval` of the run, the saved float metrics); the saved file is removed."""
+    before = json.loads((folder / run / "eval.json").read_text())
+    (folder / run / "eval.json").unlink()
     result = textvae("eval", run)
     assert result.returncode == 0, result.stderr
-    after = json.loads((saved_runs / run / "eval.json").read_text())
-    numbers = [k for k, v in before.items() if isinstance(v, float)]
+    after = json.loads((folder / run / "eval.json").read_text())
+    return before, after, [k for k, v in before.items() if isinstance(v, float)]
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_an_old_run_evaluates_to_its_saved_numbers(saved_runs: Path, run: str):
+    before, after, numbers = reevaluate(saved_runs, run)
     assert {"iw_nll", "elbo_nll", "kl", "mi", "sample_self_bleu"} <= set(numbers)
     for key in numbers:
         assert math.isclose(after[key], before[key], rel_tol=1e-5, abs_tol=1e-6), key
@@ -61,12 +66,7 @@ def test_an_old_run_samples_and_reconstructs(saved_runs: Path, run: str):
 
 @pytest.mark.parametrize("run", V3_RUNS)
 def test_a_format_3_run_evaluates_to_its_saved_numbers_and_generates(saved_v3_runs: Path, run: str):
-    before = json.loads((saved_v3_runs / run / "eval.json").read_text())
-    (saved_v3_runs / run / "eval.json").unlink()
-    result = textvae("eval", run)
-    assert result.returncode == 0, result.stderr
-    after = json.loads((saved_v3_runs / run / "eval.json").read_text())
-    numbers = [k for k, v in before.items() if isinstance(v, float)]
+    before, after, numbers = reevaluate(saved_v3_runs, run)
     assert {V3_RUNS[run][2], "recon_bleu", "sample_self_bleu"} <= set(numbers)
     for key in numbers:
         assert math.isclose(after[key], before[key], rel_tol=1e-5, abs_tol=1e-6), key

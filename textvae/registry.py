@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, SerializeAsAny, ValidationError, WrapValidator
+from pydantic import BaseModel, SerializeAsAny, TypeAdapter, ValidationError, WrapValidator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from textvae.errors import TextVAEError
@@ -34,6 +34,7 @@ class Registry(Generic[T]):
         self._loaded = False
         self._items: dict[str, T] = {}
         self._configs: dict[str, type[BaseModel]] = {}
+        self._adapters: dict[str, TypeAdapter] = {}  # section_field validators by default type (`build_section`)
 
     def register(self, name: str, config: type[BaseModel] | None = None) -> Callable[[T], T]:
         def add(item: T) -> T:
@@ -88,6 +89,12 @@ class Registry(Generic[T]):
         others = self.section_keys() - set(self.config(name).model_fields)
         return {key: value for key, value in values.items() if key not in others}
 
+    def own_keys(self, section: dict[str, Any], default: str) -> dict[str, Any]:
+        """A saved section (its entry named by `type:`, else `default`) without the keys only other entries' sections
+        have; unchanged where the name is not registered (validation then names it)."""
+        name = section.get("type", default)
+        return self.without_others_keys(name, section) if isinstance(name, str) and name in self else section
+
     def __contains__(self, name: str) -> bool:
         self._load()
         return name in self._items
@@ -100,6 +107,13 @@ class Registry(Generic[T]):
         """The recipe field type of this registry's sections; a mapping without `key` (`type:`) is a `default`.
         With another key the entry is the one whose section's `key` field admits the value (`entry_by`)."""
         return Annotated[SerializeAsAny[BaseModel], WrapValidator(self._validate_section(default, key))]
+
+    def build_section(self, fields: dict[str, Any], default: str) -> BaseModel:
+        """The section `fields` describe, of the class registered under their `type` (`default` without one); a
+        pydantic ValidationError for keys that class has not."""
+        if default not in self._adapters:
+            self._adapters[default] = TypeAdapter(self.section_field(default))
+        return self._adapters[default].validate_python(fields)
 
     def _values_of(self, key: str) -> dict[Any, str]:
         """Each value a section's Literal field `key` admits -> the entry it names."""

@@ -156,9 +156,7 @@ def load_saved_recipe_dict(path: Path) -> dict[str, Any]:
     for section in TYPED_SECTIONS:
         value = section.get(data)
         if section.registry in (ARCHITECTURES, PRIORS) and isinstance(value, dict):
-            name = section.type_of(value)
-            if isinstance(name, str) and name in section.registry:
-                data = section.put(data, section.registry.without_others_keys(name, value))
+            data = section.put(data, section.registry.own_keys(value, section.default))
     return data
 
 

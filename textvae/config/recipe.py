@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, TypeAdapter, model_validator
+from pydantic import Field, model_validator
 
 from textvae.config.sections import (
     DEFAULT_PRIOR,
@@ -29,13 +29,12 @@ DEFAULT_TYPES = {"model": "lstm_vae", "prior": DEFAULT_PRIOR, "objective": "elbo
 ModelField = ARCHITECTURES.section_field(default=DEFAULT_TYPES["model"])
 ObjectiveConfig = OBJECTIVES.section_field(default=DEFAULT_TYPES["objective"])
 UpdateConfig = UPDATES.section_field(default=DEFAULT_TYPES["update"])
-_MODEL_SECTION = TypeAdapter(ModelField)
 
 
 def ModelConfig(**fields: Any) -> ModelSection:  # noqa: N802  (reads as the section it builds)
     """The `model:` section `fields` describe, of the class its architecture (`type`, default lstm_vae)
     registered; a pydantic ValidationError for fields that architecture does not have."""
-    return _MODEL_SECTION.validate_python(fields)
+    return ARCHITECTURES.build_section(fields, DEFAULT_TYPES["model"])
 
 
 def needs_stochastic_encoder(section: MethodSection, recipe: Recipe) -> None:

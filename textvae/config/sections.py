@@ -12,7 +12,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    TypeAdapter,
     field_validator,
     model_validator,
 )
@@ -123,7 +122,6 @@ class PriorSection(MethodSection):
 
 DEFAULT_PRIOR = "standard_normal"  # the type of a `model.prior` without `type:`
 PriorField = PRIORS.section_field(default=DEFAULT_PRIOR)  # the `model.prior` field: the registered prior's section
-_PRIOR_SECTION = TypeAdapter(PriorField)
 
 
 class PriorConfig:
@@ -137,7 +135,7 @@ class PriorConfig:
     model_construct = PriorSection.model_construct
 
     def __new__(cls, **fields: Any) -> PriorSection:  # type: ignore[misc]
-        return _PRIOR_SECTION.validate_python(fields)
+        return PRIORS.build_section(fields, DEFAULT_PRIOR)
 
 
 def posterior_kind(name: str) -> Any:

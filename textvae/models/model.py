@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -49,7 +48,8 @@ class LatentVariableConfig(PreTrainedConfig):
         own = {k: kwargs.pop(k, default) for k, default in defaults.items() if k != "type"}
         if isinstance(own["prior"], str):  # saved before priors had settings: `"prior": "standard_normal"`
             own["prior"] = {"type": own["prior"]}
-        own["prior"] = _own_prior_keys(own["prior"], version)
+        if version < 4 and isinstance(own["prior"], dict):  # every prior's keys
+            own["prior"] = PRIORS.own_keys(own["prior"], DEFAULT_PRIOR)
         if version < 2 and issubclass(section_class, LSTMModelConfig):
             own["pooling"] = None  # saved when LSTM encoders ignored `pooling` (always the state at </s>)
         super().__init__(**kwargs)
@@ -70,14 +70,6 @@ class LatentVariableConfig(PreTrainedConfig):
         section_class = ARCHITECTURES.config(self.architecture)
         fields = {k: getattr(self, k) for k in section_class.model_fields if k != "type" and hasattr(self, k)}
         return section_class.model_validate({"type": self.architecture, **fields})
-
-
-def _own_prior_keys(prior: Any, version: int) -> Any:
-    """A saved `prior` without the other priors' keys that configs before format 4 held (at their defaults)."""
-    if version >= 4 or not isinstance(prior, dict):
-        return prior  # a value of the wrong kind is the section's validation error
-    name = prior.get("type", DEFAULT_PRIOR)
-    return PRIORS.without_others_keys(name, prior) if isinstance(name, str) and name in PRIORS else prior
 
 
 @dataclass
